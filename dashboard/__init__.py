@@ -1,0 +1,1 @@
+"""dashboard component of Flumph."""

@@ -1,0 +1,1 @@
+"""device-agent component of Flumph."""

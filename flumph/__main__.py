@@ -1,0 +1,3 @@
+from flumph.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure media-format code: bytes in, bytes out; no sockets, files or threads."""

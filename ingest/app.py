@@ -1,0 +1,184 @@
+"""HTTP and WebSocket API of the ingest: the seed's relay protocol plus SRT streams as fMP4."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.websockets import WebSocketState
+
+from . import relay_protocol as rp
+from .hub import Hub, HubError, Stream, Viewer
+
+log = logging.getLogger("flumph.ingest.api")
+
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+# Close codes (RFC 6455): 1000 normal, 1008 policy violation, 1013 try again later.
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER = 1000, 1008, 1013
+
+
+async def _refuse(ws: WebSocket, message: str, code: int = CLOSE_POLICY) -> None:
+    """Tell the client why, then close cleanly: a refusal is a message, not a dropped socket."""
+    with contextlib.suppress(Exception):
+        await ws.send_text(rp.error(message))
+        await ws.close(code, reason=message[:120])
+
+
+async def _first_text(ws: WebSocket) -> str:
+    try:
+        msg = await asyncio.wait_for(ws.receive(), FIRST_MESSAGE_TIMEOUT_S)
+    except TimeoutError:
+        raise ValueError(
+            f"no message within {FIRST_MESSAGE_TIMEOUT_S:.0f} s of connecting"
+        ) from None
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    text = msg.get("text")
+    if text is None:
+        raise ValueError("the first message must be JSON text, not binary")
+    assert isinstance(text, str)
+    return text
+
+
+def add_relay_routes(app: FastAPI, hub: Hub) -> None:
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        streams = hub.streams()
+        return {
+            "status": "ok",
+            "streams": len(streams),
+            "viewers": sum(len(s.viewers) for s in streams),
+        }
+
+    @app.get("/api/streams")
+    async def list_streams() -> list[dict[str, object]]:
+        return [s.info() for s in hub.streams()]
+
+    @app.get("/api/streams/{stream_id}")
+    async def one_stream(stream_id: str) -> Response:
+        s = hub.get(stream_id)
+        if s is None:
+            return JSONResponse({"error": "stream not found"}, status_code=404)
+        return JSONResponse(s.info())
+
+    @app.websocket("/ws/stream")
+    async def streamer(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            reg = rp.parse_register(await _first_text(ws))
+            stream_id = reg.stream_id or hub.new_id()
+            stream, token = hub.claim(stream_id, "ws")
+        except WebSocketDisconnect:
+            return
+        except (ValueError, HubError) as e:
+            code = CLOSE_TRY_LATER if "too many" in str(e) else CLOSE_POLICY
+            await _refuse(ws, str(e), code)
+            return
+        log.info("WebSocket streamer registered %s", stream_id)
+        try:
+            await ws.send_text(rp.registered(stream_id))
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                data = msg.get("bytes")
+                if data is not None:
+                    stream.publish_opaque(data)
+                    continue
+                # Text after registration is not part of the protocol: say so, keep streaming.
+                await ws.send_text(
+                    rp.error("unexpected text message after register; send binary frames")
+                )
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.publisher_gone(stream, token, grace=False)
+
+    @app.websocket("/ws/view/{stream_id}")
+    async def viewer(ws: WebSocket, stream_id: str) -> None:
+        await ws.accept()
+        try:
+            sub = rp.parse_subscribe(await _first_text(ws))
+            if sub.stream_id != stream_id:
+                raise ValueError(
+                    f"subscribe names stream {sub.stream_id!r} but the URL names {stream_id!r}"
+                )
+            stream, view = hub.add_viewer(stream_id)
+        except WebSocketDisconnect:
+            return
+        except ValueError as e:
+            await _refuse(ws, str(e))
+            return
+        except HubError as e:
+            code = CLOSE_TRY_LATER if "viewers" in str(e) else CLOSE_POLICY
+            await _refuse(ws, str(e), code)
+            return
+        try:
+            await ws.send_text(rp.subscribed(stream_id))
+            await _serve_viewer(ws, stream, view)
+        finally:
+            hub.remove_viewer(stream, view)
+
+
+async def _serve_viewer(ws: WebSocket, stream: Stream, view: Viewer) -> None:
+    async def send() -> None:
+        while True:
+            item = await view.queue.get()
+            if item is None:
+                with contextlib.suppress(Exception):
+                    await ws.close(CLOSE_NORMAL)
+                return
+            payload, t_in = item
+            if isinstance(payload, bytes):
+                await ws.send_bytes(payload)
+                if t_in:
+                    stream.added_latency.append(time.monotonic() - t_in)
+            else:
+                await ws.send_text(payload)
+
+    async def receive() -> None:
+        # A viewer has nothing more to say; reading detects its departure promptly.
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+
+    sender = asyncio.create_task(send(), name=f"viewer-send-{stream.id}")
+    receiver = asyncio.create_task(receive(), name=f"viewer-recv-{stream.id}")
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            exc = t.exception()
+            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                log.warning("viewer of %s failed: %r", stream.id, exc)
+    finally:
+        for t in (sender, receiver):
+            t.cancel()
+        await asyncio.gather(sender, receiver, return_exceptions=True)
+        if ws.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(CLOSE_NORMAL)
+
+
+def add_preview_routes(app: FastAPI) -> None:
+    """A bare player page per stream, served from the shared web assets."""
+    web = resources.files("flumph") / "web"
+
+    @app.get("/view/{stream_id}")
+    async def preview(stream_id: str) -> HTMLResponse:
+        html = (web / "view.html").read_text(encoding="utf-8")
+        return HTMLResponse(html)
+
+    @app.get("/web/{name}")
+    async def asset(name: str) -> Response:
+        if name not in {"player.js", "view.html"}:
+            return Response(status_code=404)
+        body = (web / name).read_text(encoding="utf-8")
+        kind = "text/javascript" if name.endswith(".js") else "text/html"
+        return Response(body, media_type=kind)

@@ -1,0 +1,249 @@
+"""Live demuxing of one publisher's byte stream, in a thread of its own.
+
+libsrt's epoll thread hands each received message to :class:`ByteFeed` (never blocking: a feed that
+overflows means the demuxer is stuck, and the connection is dropped). A :class:`LiveDemuxer` thread
+reads the feed through PyAV, which blocks inside FFmpeg, and turns each packet into fMP4 with the
+pure :class:`~flumph.media.repackager.Repackager`. Results go back to the event loop through a
+callback that must be thread-safe.
+
+A Matroska publisher that changes codec or size mid-connection starts a new EBML header in a fresh
+SRT message; the feed ends the current segment there and the demuxer opens the next one, so the
+connection (and the stream id) survive a live settings change.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+import av.error
+from flumph.media.repackager import Fragment, InitSegment, Packet, Repackager
+
+from flumph.media.sniff import detect_container
+
+log = logging.getLogger("flumph.ingest.demux")
+
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# Matroska carries codec and size in its header: 32 bytes of probing and no analysis is enough, and
+# anything more delays the first frame by up to seconds (measured 2.7 s for AV1 with the defaults).
+MATROSKA_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
+# MPEG-TS needs the parser to see a keyframe's parameter sets before it knows the size; the packets
+# read while probing are kept and returned, so this costs no frames, only start-up time.
+MPEGTS_OPTIONS = {"probesize": "65536", "analyzeduration": "0"}
+_BOUNDARY = object()
+
+
+class FeedOverflow(Exception):
+    pass
+
+
+class ByteFeed:
+    """Bounded byte buffer from the network thread to the demux thread."""
+
+    def __init__(self, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._chunks: collections.deque[bytes | object] = collections.deque()
+        self._size = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        self._bytes_in = 0
+        self._segment_started = False
+        self.last_in = 0.0  # monotonic time of the newest chunk: the "frame's last byte in"
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            if self._eof:
+                return
+            if self._size + len(data) > self.max_bytes:
+                raise FeedOverflow(
+                    f"demuxer fell {self._size} bytes behind (limit {self.max_bytes})"
+                )
+            if self._bytes_in and data.startswith(EBML_MAGIC):
+                self._chunks.append(_BOUNDARY)
+            self._chunks.append(data)
+            self._size += len(data)
+            self._bytes_in += len(data)
+            self.last_in = time.monotonic()
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def read(self, n: int) -> bytes:
+        """File-like read for PyAV: at least one byte, or b"" at the end of a segment or stream."""
+        with self._cond:
+            while True:
+                if self._chunks:
+                    head = self._chunks[0]
+                    if head is _BOUNDARY:
+                        if self._segment_started:
+                            return b""
+                        self._chunks.popleft()
+                        continue
+                    assert isinstance(head, bytes)
+                    self._segment_started = True
+                    if len(head) <= n:
+                        self._chunks.popleft()
+                        self._size -= len(head)
+                        return head
+                    self._chunks[0] = head[n:]
+                    self._size -= n
+                    return head[:n]
+                if self._eof:
+                    return b""
+                self._cond.wait()
+
+    def peek(self, n: int) -> bytes:
+        """Up to n bytes of the current segment without consuming them (blocks for at least 1)."""
+        with self._cond:
+            while True:
+                out = b""
+                for c in self._chunks:
+                    if c is _BOUNDARY:
+                        if out or self._segment_started:
+                            break
+                        continue
+                    assert isinstance(c, bytes)
+                    out += c
+                    if len(out) >= n:
+                        break
+                if len(out) >= n or self._eof or (out and self._boundary_follows(len(out))):
+                    return out[:n]
+                self._cond.wait()
+
+    def _boundary_follows(self, have: int) -> bool:
+        seen = 0
+        for c in self._chunks:
+            if c is _BOUNDARY:
+                if seen:
+                    return True
+                continue
+            assert isinstance(c, bytes)
+            seen += len(c)
+        return False
+
+    def next_segment(self) -> bool:
+        """Move past a segment boundary; False when the stream itself has ended."""
+        with self._cond:
+            while self._chunks and self._chunks[0] is not _BOUNDARY:
+                # The demuxer stopped early (error): discard the rest of this segment.
+                c = self._chunks.popleft()
+                assert isinstance(c, bytes)
+                self._size -= len(c)
+                if not self._chunks and not self._eof:
+                    self._cond.wait()
+            if self._chunks and self._chunks[0] is _BOUNDARY:
+                self._chunks.popleft()
+                self._segment_started = False
+                return True
+            return False
+
+    @property
+    def eof(self) -> bool:
+        with self._cond:
+            return self._eof and not self._chunks
+
+
+@dataclass(frozen=True)
+class DemuxInit:
+    segment: InitSegment
+    container: Literal["matroska", "mpegts"]
+
+
+@dataclass(frozen=True)
+class DemuxFragment:
+    fragment: Fragment
+    t_in: float
+
+
+@dataclass(frozen=True)
+class DemuxEnd:
+    error: str | None
+
+
+DemuxEvent = DemuxInit | DemuxFragment | DemuxEnd
+
+
+class LiveDemuxer(threading.Thread):
+    """Reads one publisher's feed until it ends; reports through ``emit`` (thread-safe)."""
+
+    def __init__(self, name: str, feed: ByteFeed, emit: Callable[[DemuxEvent], None]) -> None:
+        super().__init__(name=f"demux-{name}", daemon=True)
+        self.stream_name = name
+        self.feed = feed
+        self.emit = emit
+        self.repackager: Repackager | None = None
+
+    def run(self) -> None:
+        error: str | None = None
+        try:
+            while True:
+                self._demux_segment()
+                if not self.feed.next_segment():
+                    break
+        except Exception as e:  # the thread's last word: report, never die silently
+            error = str(e) or type(e).__name__
+            log.warning("stream %s: %s", self.stream_name, error)
+        finally:
+            self.emit(DemuxEnd(error))
+
+    def _demux_segment(self) -> None:
+        head = self.feed.peek(376)
+        if not head:
+            return
+        try:
+            container = detect_container(head)
+        except ValueError as e:
+            raise ValueError(f"refused: {e}") from None
+        if container is None:
+            raise ValueError(f"stream ended after {len(head)} bytes, too short to recognise")
+        options = MATROSKA_OPTIONS if container == "matroska" else MPEGTS_OPTIONS
+        try:
+            c = av.open(self.feed, mode="r", format=container, options=options)
+        except av.error.FFmpegError as e:
+            raise ValueError(f"could not read the {container} stream: {e}") from None
+        with c:
+            if not c.streams.video:
+                raise ValueError(f"the {container} stream has no video track")
+            vs = c.streams.video[0]
+            cc = vs.codec_context
+            codec = cc.codec.canonical_name
+            fps = float(vs.average_rate) if vs.average_rate else None
+            tb = vs.time_base or Fraction(1, 90000)
+            if self.repackager is None:
+                self.repackager = Repackager(
+                    codec, cc.extradata, cc.width, cc.height, Fraction(tb), fps_hint=fps
+                )
+            else:
+                # A new segment (settings change) continues the same output timeline.
+                self.repackager.reconfigure(
+                    codec, cc.extradata, cc.width, cc.height, Fraction(tb), fps_hint=fps
+                )
+            try:
+                for pkt in c.demux(vs):
+                    if pkt.size == 0:
+                        continue
+                    outs = self.repackager.push(
+                        Packet(bytes(pkt), pkt.pts, pkt.dts, bool(pkt.is_keyframe))
+                    )
+                    t_in = self.feed.last_in
+                    for o in outs:
+                        if isinstance(o, InitSegment):
+                            self.emit(DemuxInit(o, container))
+                        else:
+                            self.emit(DemuxFragment(o, t_in))
+            except av.error.FFmpegError as e:
+                if self.feed.eof:
+                    # A publisher cut off mid-frame: what arrived complete was delivered.
+                    log.info("stream %s: truncated at end: %s", self.stream_name, e)
+                    return
+                raise ValueError(f"corrupt {container} stream: {e}") from None

@@ -1,0 +1,79 @@
+"""The JSON text messages of the WebSocket relay protocol (seeds/002), as pure functions.
+
+Kept exactly as the seed specifies: ``register``/``registered`` for streamers,
+``subscribe``/``subscribed``/``error`` for viewers. Flumph's additions: ``media`` (mime of the fMP4
+that follows), ``skipped`` (frames a slow viewer lost) and ``ended``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+# Custom ids from WebSocket streamers: the 8-char generated form and device ids both fit.
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MAX_TEXT_MESSAGE = 4096
+
+
+@dataclass(frozen=True)
+class Register:
+    stream_id: str | None
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    stream_id: str
+
+
+def _object(text: str) -> dict[str, object]:
+    if len(text) > MAX_TEXT_MESSAGE:
+        raise ValueError(f"message too long: {len(text)} characters (limit {MAX_TEXT_MESSAGE})")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed message: not JSON ({e.msg} at position {e.pos})") from None
+    if not isinstance(doc, dict):
+        raise ValueError("malformed message: expected a JSON object")
+    return doc
+
+
+def _stream_id(doc: dict[str, object], *, required: bool) -> str | None:
+    sid = doc.get("stream_id")
+    if sid is None:
+        if required:
+            raise ValueError("malformed message: stream_id is required")
+        return None
+    if not isinstance(sid, str) or not STREAM_ID_RE.fullmatch(sid):
+        raise ValueError(
+            f"malformed message: stream_id must be 1-64 letters, digits, '-' or '_' (got {sid!r})"
+        )
+    return sid
+
+
+def parse_register(text: str) -> Register:
+    doc = _object(text)
+    if doc.get("type") != "register":
+        raise ValueError(f"expected a register message, got type {doc.get('type')!r}")
+    return Register(_stream_id(doc, required=False))
+
+
+def parse_subscribe(text: str) -> Subscribe:
+    doc = _object(text)
+    if doc.get("type") != "subscribe":
+        raise ValueError(f"expected a subscribe message, got type {doc.get('type')!r}")
+    sid = _stream_id(doc, required=True)
+    assert sid is not None
+    return Subscribe(sid)
+
+
+def registered(stream_id: str) -> str:
+    return json.dumps({"type": "registered", "stream_id": stream_id})
+
+
+def subscribed(stream_id: str) -> str:
+    return json.dumps({"type": "subscribed", "stream_id": stream_id})
+
+
+def error(message: str) -> str:
+    return json.dumps({"type": "error", "message": message})

@@ -1,0 +1,130 @@
+"""The ingest as one object: configuration, hub, SRT listener and HTTP app, started and stopped
+together (also embedded by ``flumph up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field, field_validator
+
+from flumph import srt
+from flumph.config import StrictModel
+
+from .app import add_preview_routes, add_relay_routes
+from .hub import Hub
+from .srt_ingest import SrtIngest
+
+log = logging.getLogger("flumph.ingest")
+
+
+class IngestConfig(StrictModel):
+    host: str = Field("0.0.0.0", title="HTTP/WebSocket bind address (env HOST)")
+    port: int = Field(8080, ge=0, le=65535, title="HTTP/WebSocket port (env PORT)")
+    srt_host: str = Field("0.0.0.0", title="SRT listener bind address")
+    srt_port: int = Field(8890, ge=0, le=65535, title="SRT listener UDP port")
+    srt_latency_ms: int = Field(120, ge=20, le=8000, title="SRT receive latency")
+    srt_passphrase: str | None = Field(
+        None, min_length=10, max_length=79, title="passphrase every publisher must use"
+    )
+    passphrases: dict[str, str] = Field(
+        default_factory=dict, title="per-stream passphrases (stream id -> passphrase)"
+    )
+    max_streams: int = Field(100, ge=1, le=10000, title="concurrent streams (env MAX_STREAMS)")
+    max_viewers_per_stream: int = Field(
+        10, ge=1, le=10000, title="viewers per stream (env MAX_VIEWERS_PER_STREAM)"
+    )
+    viewer_queue_frames: int = Field(
+        120, ge=8, le=10000, title="frames a viewer may lag before it skips to a keyframe"
+    )
+    reconnect_grace_s: float = Field(
+        10.0, ge=0, le=3600, title="how long viewers wait for an SRT publisher to come back"
+    )
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, title="largest WebSocket message accepted"
+    )
+
+    @field_validator("passphrases")
+    @classmethod
+    def _passphrase_lengths(cls, v: dict[str, str]) -> dict[str, str]:
+        for sid, secret in v.items():
+            if not 10 <= len(secret) <= 79:
+                raise ValueError(f"passphrase for {sid!r} must be 10-79 characters")
+        return v
+
+
+# The seed's environment variables, honoured as it specifies.
+SEED_ENV = {
+    "HOST": "host",
+    "PORT": "port",
+    "MAX_STREAMS": "max_streams",
+    "MAX_VIEWERS_PER_STREAM": "max_viewers_per_stream",
+}
+
+
+def seed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {field: environ[var] for var, field in SEED_ENV.items() if var in environ}
+
+
+class IngestService:
+    def __init__(self, cfg: IngestConfig) -> None:
+        self.cfg = cfg
+        self.hub = Hub(
+            max_streams=cfg.max_streams,
+            max_viewers_per_stream=cfg.max_viewers_per_stream,
+            viewer_queue_frames=cfg.viewer_queue_frames,
+            reconnect_grace_s=cfg.reconnect_grace_s,
+        )
+        self.srt_handler: SrtIngest | None = None
+        self.srt_server: srt.SrtServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.srt_handler = SrtIngest(
+            self.hub,
+            loop,
+            passphrases=self.cfg.passphrases,
+            default_passphrase=self.cfg.srt_passphrase,
+        )
+        self.srt_server = srt.SrtServer(
+            self.cfg.srt_host,
+            self.cfg.srt_port,
+            srt.SrtOptions(latency_ms=self.cfg.srt_latency_ms),
+            self.srt_handler,
+        )
+        await asyncio.to_thread(self.srt_server.start)
+        log.info("SRT ingest listening on %s:%d/udp", self.cfg.srt_host, self.srt_server.port)
+
+    async def stop(self) -> None:
+        if self.srt_server is not None:
+            await asyncio.to_thread(self.srt_server.stop)
+        for s in self.hub.streams():
+            self.hub.end(s)
+
+    def add_routes(self, app: FastAPI) -> None:
+        add_relay_routes(app, self.hub)
+        add_preview_routes(app)
+
+        @app.get("/api/errors")
+        async def errors() -> list[dict[str, Any]]:
+            handler = self.srt_handler
+            if handler is None:
+                return []
+            return [r.__dict__ for r in handler.errors]
+
+    def app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title="Flumph ingest", lifespan=lifespan)
+        self.add_routes(app)
+        return app

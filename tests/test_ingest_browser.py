@@ -1,0 +1,47 @@
+"""An AV1 stream from ffmpeg over SRT plays in headless Chromium through MSE."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import chromium
+from tests.conftest import ARTIFACTS, Ingest
+from tests.peers import ffmpeg_publish
+
+pytestmark = pytest.mark.browser
+
+
+def test_av1_plays_in_chromium_via_mse(shared_ingest: Ingest) -> None:
+    proc = ffmpeg_publish(
+        shared_ingest.srt_url("browser1"), codec="av1", container="matroska",
+        size="320x240", fps=15, seconds=20,
+    )  # fmt: skip
+    try:
+        shared_ingest.wait_stream("browser1")
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"{shared_ingest.http}/view/browser1")
+            page.wait_for_function(
+                "() => { const v = document.querySelector('video');"
+                " return v && v.currentTime > 2 && v.videoWidth > 0; }",
+                timeout=30_000,
+            )
+            t1 = page.evaluate("document.querySelector('video').currentTime")
+            page.wait_for_timeout(1500)
+            t2 = page.evaluate("document.querySelector('video').currentTime")
+            width, height = page.evaluate(
+                "[document.querySelector('video').videoWidth,"
+                " document.querySelector('video').videoHeight]"
+            )
+            stats = page.evaluate("window.flumphPlayer.stats")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "ingest-view-av1.png"))
+        assert t2 > t1 + 0.5, (t1, t2)
+        assert (width, height) == (320, 240)
+        assert stats["mime"].startswith('video/mp4; codecs="av01.')
+        assert stats["state"] in {"playing", "subscribed", "stalled"}
+        # Held near the live edge (a second of slack for a loaded machine).
+        assert stats["lagS"] is not None and stats["lagS"] < 1.5, stats
+    finally:
+        proc.kill()
+        proc.wait()
