@@ -90,6 +90,9 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
                 data = msg.get("bytes")
                 if data is not None:
                     stream.publish_opaque(data)
+                    # A burst already buffered would otherwise be relayed without letting the
+                    # viewers' senders run, overflowing their queues for no reason.
+                    await asyncio.sleep(0)
                     continue
                 # Text after registration is not part of the protocol: say so, keep streaming.
                 await ws.send_text(

@@ -24,8 +24,8 @@ from typing import Literal
 
 import av
 import av.error
-from flumph.media.repackager import Fragment, InitSegment, Packet, Repackager
 
+from flumph.media.repackager import Fragment, InitSegment, Packet, Repackager
 from flumph.media.sniff import detect_container
 
 log = logging.getLogger("flumph.ingest.demux")
@@ -34,9 +34,10 @@ EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 # Matroska carries codec and size in its header: 32 bytes of probing and no analysis is enough, and
 # anything more delays the first frame by up to seconds (measured 2.7 s for AV1 with the defaults).
 MATROSKA_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
-# MPEG-TS needs the parser to see a keyframe's parameter sets before it knows the size; the packets
-# read while probing are kept and returned, so this costs no frames, only start-up time.
-MPEGTS_OPTIONS = {"probesize": "65536", "analyzeduration": "0"}
+# MPEG-TS: FFmpeg still reads until its parser has seen the first keyframe's parameter sets (so the
+# size is known), and keeps those packets. Measured: probesize 32 opens after the first frame
+# (10.5 KB at 320x240); the 64 KB probesize we tried first held back a whole second of frames.
+MPEGTS_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
 _BOUNDARY = object()
 
 
@@ -176,16 +177,30 @@ DemuxEvent = DemuxInit | DemuxFragment | DemuxEnd
 class LiveDemuxer(threading.Thread):
     """Reads one publisher's feed until it ends; reports through ``emit`` (thread-safe)."""
 
-    def __init__(self, name: str, feed: ByteFeed, emit: Callable[[DemuxEvent], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        feed: ByteFeed,
+        emit: Callable[[DemuxEvent], None],
+        previous: LiveDemuxer | None = None,
+    ) -> None:
         super().__init__(name=f"demux-{name}", daemon=True)
         self.stream_name = name
         self.feed = feed
         self.emit = emit
         self.repackager: Repackager | None = None
+        # The same id's previous publisher session: its repackager carries the output timeline,
+        # so viewers that stayed attached never see timestamps go backwards.
+        self._previous = previous
 
     def run(self) -> None:
         error: str | None = None
         try:
+            if self._previous is not None:
+                self._previous.join(5.0)
+                if not self._previous.is_alive():
+                    self.repackager = self._previous.repackager
+                self._previous = None
             while True:
                 self._demux_segment()
                 if not self.feed.next_segment():
@@ -224,9 +239,14 @@ class LiveDemuxer(threading.Thread):
                     codec, cc.extradata, cc.width, cc.height, Fraction(tb), fps_hint=fps
                 )
             else:
-                # A new segment (settings change) continues the same output timeline.
-                self.repackager.reconfigure(
-                    codec, cc.extradata, cc.width, cc.height, Fraction(tb), fps_hint=fps
+                # A new segment or session continues the same output timeline.
+                self.repackager.reset_source(
+                    codec=codec,
+                    extradata=cc.extradata,
+                    width=cc.width,
+                    height=cc.height,
+                    time_base=Fraction(tb),
+                    fps_hint=fps,
                 )
             try:
                 for pkt in c.demux(vs):

@@ -67,6 +67,7 @@ class SrtIngest(srt.SrtServerHandler):
         self.default_passphrase = default_passphrase
         self.feed_max_bytes = feed_max_bytes
         self.publishers: dict[int, Publisher] = {}
+        self.last_demuxer: dict[str, LiveDemuxer] = {}  # touched only by the srt-epoll thread
         # Bounded record of recent refusals, for /api/errors and the tests.
         self.errors: deque[RejectRecord] = deque(maxlen=100)
 
@@ -100,10 +101,17 @@ class SrtIngest(srt.SrtServerHandler):
             conn.close()
             return
         feed = ByteFeed(self.feed_max_bytes)
-        pub = Publisher(conn, req.stream_id, feed, None)  # type: ignore[arg-type]
-        pub.demuxer = LiveDemuxer(
-            req.stream_id, feed, lambda ev: self.loop.call_soon_threadsafe(self._deliver, pub, ev)
-        )
+        # Forget sessions whose streams have ended; keep the one a returning publisher continues.
+        for sid in [s for s in self.last_demuxer if self.hub.get(s) is None]:
+            del self.last_demuxer[sid]
+        previous = self.last_demuxer.get(req.stream_id)
+
+        def emit(ev: DemuxEvent) -> None:
+            self.loop.call_soon_threadsafe(self._deliver, pub, ev)
+
+        demuxer = LiveDemuxer(req.stream_id, feed, emit, previous)
+        pub = Publisher(conn, req.stream_id, feed, demuxer)
+        self.last_demuxer[req.stream_id] = demuxer
         self.publishers[conn.sid] = pub
         self.loop.call_soon_threadsafe(self._claim, pub)
         pub.demuxer.start()

@@ -188,7 +188,7 @@ def test_seed_host_and_port_env(tmp_path: Path) -> None:
          "--srt-port", str(srt_port)],
         env={"HOST": "127.0.0.1", "PORT": str(port), "PATH": "/usr/bin:/bin",
              "PYTHONPATH": ":".join(sys.path)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30

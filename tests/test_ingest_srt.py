@@ -24,7 +24,7 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, str
 async def watch_publish(ing: Ingest, stream_id: str, **publish: object) -> tuple[object, int, str]:
     """Start ffmpeg, join as a viewer as soon as the stream exists, watch until it ends."""
     proc = ffmpeg_publish(ing.srt_url(stream_id), **publish)  # type: ignore[arg-type]
-    await asyncio.to_thread(ing.wait_stream, stream_id)
+    await asyncio.to_thread(ing.wait_stream, stream_id, 15, 0)
     got = await watch(ing.ws, stream_id, seconds=40)
     rc, err = await asyncio.to_thread(finish, proc)
     return got, rc, err
@@ -56,10 +56,13 @@ async def test_ffmpeg_publishes_and_viewer_decodes(
     dec = decode_fmp4(parts)
     assert dec.codec == codec
     assert (dec.width, dec.height) == (320, 240)
-    # 45 frames published; the viewer joined once the first frame was in, so it got the GOP cache
-    # (from the first keyframe) and everything after: allow a frame of slack at either end.
-    assert 42 <= dec.frames <= 45, dec
-    assert dec.keyframes >= 3
+    # 45 frames published and the viewer attached before the first one was demuxed. MPEG-TS: all
+    # arrive (a frame of slack for the stream's end). FFmpeg's Matroska muxer holds each cluster
+    # (here a 1 s GOP) and writes the last one as it closes the socket without letting SRT drain,
+    # so that cluster may be lost on the way: at least two of the three arrive.
+    least = 42 if container == "mpegts" else 30
+    assert least <= dec.frames <= 45, dec
+    assert dec.keyframes == -(-dec.frames // 15)  # one per 15-frame GOP
 
 
 async def test_srt_live_transmit_relays_a_stream_in(shared_ingest: Ingest, tmp_path: Path) -> None:
@@ -73,7 +76,7 @@ async def test_srt_live_transmit_relays_a_stream_in(shared_ingest: Ingest, tmp_p
     url = f"srt://127.0.0.1:{shared_ingest.srt_port}?streamid=publish:slt1"
     slt = subprocess.Popen(
         ["srt-live-transmit", "-q", "file://con", url], stdin=enc.stdout,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     assert enc.stdout is not None
     enc.stdout.close()
