@@ -1,0 +1,340 @@
+"""The agent's media pipeline: capture -> encode -> live Matroska -> SRT, and live setting changes.
+
+Threads: "agent-capture" (the source, paced), "agent-encode" (encoder, Matroska writer and the
+SRT send, so a frame leaves the moment it is encoded), "srt-connector" (connection, backoff,
+statistics).
+``apply`` may be called from any thread (the MQTT client's, later): it opens a new encoder there, so
+a setting no encoder accepts is refused before anything changes, and hands it to the encode thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
+from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
+from flumph.agent.mkvlive import LiveMatroskaWriter, TrackInfo
+from flumph.agent.sources import FrameSource, open_source
+from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
+from flumph.agent.usage import UsageStore
+
+from flumph.settings import StreamSettings
+
+log = logging.getLogger("flumph.agent.pipeline")
+
+ENCODER_KEYS = ("codec", "bitrate_kbps", "width", "height", "fps", "keyint_s")
+_LATENCY_SAMPLES = 2000
+_RATE_WINDOW_S = 10.0
+
+
+@dataclass
+class PipelineStats:
+    frames_encoded: int = 0
+    frames_sent: int = 0
+    frames_dropped_offline: int = 0  # captured while SRT was down (not encoded)
+    documents: int = 0  # Matroska headers sent (connections + encoder changes)
+    packet_bytes: int = 0  # encoder output
+    written_bytes: int = 0  # Matroska bytes, headers included
+    header_bytes: int = 0
+    # encoder returned -> bytes handed to libsrt, ms (with N frames per burst, the last of each)
+    send_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))
+
+    def overhead_per_frame(self) -> float:
+        if not self.frames_sent:
+            return 0.0
+        return (self.written_bytes - self.header_bytes - self.packet_bytes) / self.frames_sent
+
+    def bitrate_kbps(self, now: float) -> float:
+        window = [(t, n) for t, n in self.recent if now - t <= _RATE_WINDOW_S]
+        if len(window) < 2:
+            return 0.0
+        span = max(window[-1][0] - window[0][0], 1e-3)
+        return sum(n for _, n in window[1:]) * 8 / span / 1000
+
+
+SourceFactory = Callable[[StreamSettings], FrameSource]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        ingest: str,
+        settings: StreamSettings,
+        source: str | SourceFactory = "synthetic",
+        state_dir: Path,
+        passphrase: str | None = None,
+        selector: EncoderSelector | None = None,
+        backoff_base_s: float = 0.25,
+        backoff_cap_s: float = 10.0,
+    ) -> None:
+        host, port = parse_ingest_url(ingest)
+        self.device_id = device_id
+        self._host, self._port = host, port
+        self._passphrase = passphrase
+        self._source_spec = source
+        self.settings = settings
+        self.usage = UsageStore(state_dir)
+        self.selector = selector or EncoderSelector()
+        self._backoff = (backoff_base_s, backoff_cap_s)
+        self._apply_lock = threading.RLock()
+        self._running = False
+        self.stats = PipelineStats()
+        self.attempts: tuple[EncoderAttempt, ...] = ()
+        self.encoder_name: str | None = None
+        self.error: str | None = None
+        self._epoch = time.monotonic()
+        # Set while streaming:
+        self._capture: Capture | None = None
+        self.publisher: SrtPublisher | None = None
+        self._encode_thread: threading.Thread | None = None
+        self._slot: LatestSlot[CapturedFrame] = LatestSlot()
+        self._stop_encode = threading.Event()
+        self._pending_encoder: VideoEncoder | None = None
+        self._keyframe_requested = threading.Event()
+        self._swap_lock = threading.Lock()
+
+    # --- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start streaming if the settings say so."""
+        with self._apply_lock:
+            if self.settings.streaming:
+                self._start_streaming()
+
+    def stop(self) -> None:
+        with self._apply_lock:
+            self._stop_streaming()
+            self.usage.save(force=True)
+
+    def apply(self, settings: StreamSettings, *, ingest: str | None = None) -> None:
+        """Change settings (and optionally the ingest URL) without restarting the process.
+
+        Raises ValueError for a bad URL and EncoderError when no encoder opens for the new settings;
+        then nothing has changed.
+        """
+        # model_copy(update=...) skips validation: check again, so the error names the key.
+        settings = StreamSettings.model_validate(settings.model_dump())
+        with self._apply_lock:
+            old = self.settings
+            host, port = (
+                parse_ingest_url(ingest) if ingest is not None else (self._host, self._port)
+            )
+            if not self._running:
+                self.settings, self._host, self._port = settings, host, port
+                if settings.streaming:
+                    self._start_streaming()
+                return
+            if not settings.streaming:
+                self._stop_streaming()
+                self.settings, self._host, self._port = settings, host, port
+                return
+            if any(getattr(old, k) != getattr(settings, k) for k in ENCODER_KEYS):
+                choice = self.selector.open(settings)  # raises before anything changed
+                self._remember_choice(choice)
+                with self._swap_lock:
+                    stale, self._pending_encoder = self._pending_encoder, choice.encoder
+                if stale is not None:
+                    stale.close()
+            self.settings, self._host, self._port = settings, host, port
+            assert self._capture is not None and self.publisher is not None
+            if (old.width, old.height, old.fps) != (settings.width, settings.height, settings.fps):
+                self._capture.set_format(settings.width, settings.height, settings.fps)
+            self.publisher.set_frames_per_burst(settings.frames_per_burst)
+            self.publisher.set_destination(self._destination())
+
+    def request_keyframe(self) -> None:
+        self._keyframe_requested.set()
+
+    @property
+    def streaming(self) -> bool:
+        return self._running
+
+    def _destination(self) -> Destination:
+        return Destination(
+            self._host, self._port, self.device_id, self.settings.srt_latency_ms, self._passphrase
+        )
+
+    def _remember_choice(self, choice: EncoderChoice) -> None:
+        self.attempts = choice.attempts
+        self.encoder_name = choice.encoder.name
+
+    def _open_source(self) -> FrameSource:
+        s = self.settings
+        if callable(self._source_spec):
+            return self._source_spec(s)
+        return open_source(self._source_spec, s.width, s.height, s.fps)
+
+    def _start_streaming(self) -> None:
+        if self._running:
+            return
+        choice = self.selector.open(self.settings)
+        self._remember_choice(choice)
+        try:
+            source = self._open_source()
+        except BaseException:
+            choice.encoder.close()
+            raise
+        self._slot = LatestSlot()
+        self._capture = Capture(source, self.settings.fps, self._slot)
+        self.publisher = SrtPublisher(
+            self._destination(),
+            usage=self.usage,
+            frames_per_burst=self.settings.frames_per_burst,
+            backoff_base_s=self._backoff[0],
+            backoff_cap_s=self._backoff[1],
+        )
+        self._stop_encode.clear()
+        self._encode_thread = threading.Thread(
+            target=self._encode_loop, args=(choice.encoder,), name="agent-encode", daemon=True
+        )
+        self.publisher.start()
+        self._encode_thread.start()
+        self._capture.start()
+        self._running = True
+        log.info("streaming %s as %s with %s", source.name, self.device_id, choice.encoder.name)
+
+    def _stop_streaming(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        assert self._capture and self._encode_thread and self.publisher
+        self._capture.stop()
+        self._stop_encode.set()
+        self._slot.close()
+        self._encode_thread.join(10.0)
+        self.publisher.stop(drain_timeout_s=1.0 + self.settings.srt_latency_ms / 1000)
+        with self._swap_lock:
+            stale, self._pending_encoder = self._pending_encoder, None
+        if stale is not None:
+            stale.close()
+        log.info("streaming stopped")
+
+    # --- the encode thread --------------------------------------------------------------------
+
+    def _encode_loop(self, encoder: VideoEncoder) -> None:
+        try:
+            encoder = self._encode_frames(encoder)
+        except Exception as e:  # keep the process alive and say why streaming stopped
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("encode thread crashed")
+            return
+        encoder.close()
+
+    def _encode_frames(self, encoder: VideoEncoder) -> VideoEncoder:
+        assert self.publisher is not None
+        publisher = self.publisher
+        writer: LiveMatroskaWriter | None = None
+        writer_generation: int | None = None
+        capture_ms: dict[int, int] = {}
+        while not self._stop_encode.is_set():
+            captured = self._slot.get(timeout=0.2)
+            with self._swap_lock:
+                replacement, self._pending_encoder = self._pending_encoder, None
+            if replacement is not None:
+                encoder.close()
+                encoder, writer, capture_ms = replacement, None, {}
+            if captured is None:
+                continue
+            generation = publisher.generation()
+            if generation is None:
+                self.stats.frames_dropped_offline += 1
+                writer = None
+                continue
+            if generation != writer_generation:
+                writer = None
+            force = writer is None or self._keyframe_requested.is_set()
+            self._keyframe_requested.clear()
+            capture_ms[encoder.next_pts] = round((captured.monotonic - self._epoch) * 1000)
+            packets = encoder.encode(captured.frame, force_keyframe=force)
+            self.stats.frames_encoded += 1
+            for packet in packets:
+                timestamp = capture_ms.pop(packet.pts, None)
+                if timestamp is None:
+                    continue
+                new_document = writer is None
+                if writer is None:
+                    if not packet.keyframe:
+                        self._keyframe_requested.set()
+                        continue
+                    private = encoder.codec_private(packet.data)
+                    s = encoder.settings
+                    writer = LiveMatroskaWriter(
+                        TrackInfo(encoder.family, s.width, s.height, private, float(s.fps))
+                    )
+                    writer_generation = generation
+                    self.stats.documents += 1
+                    self.stats.header_bytes += writer.header_size
+                data = writer.write(timestamp, packet.keyframe, packet.data)
+                sent = publisher.send_frame(data, generation, new_document=new_document)
+                now = time.monotonic()
+                if not sent:
+                    writer = None
+                    continue
+                self.stats.send_latency_ms.append((now - packet.encoded_at) * 1000)
+                self.stats.frames_sent += 1
+                self.stats.packet_bytes += len(packet.data)
+                self.stats.written_bytes += len(data)
+                self.stats.recent.append((now, len(packet.data)))
+            if len(capture_ms) > 64:  # an encoder that drops frames must not grow this
+                for pts in sorted(capture_ms)[:-64]:
+                    del capture_ms[pts]
+        return encoder
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A telemetry snapshot (JSON-ready)."""
+        now = time.monotonic()
+        latencies = sorted(self.stats.send_latency_ms)
+        usage = self.usage.current()
+        doc: dict[str, Any] = {
+            "streaming": self._running,
+            "encoder": self.encoder_name,
+            "encoder_attempts": [[a.encoder, a.result] for a in self.attempts],
+            "settings": self.settings.model_dump(),
+            "frames_encoded": self.stats.frames_encoded,
+            "frames_sent": self.stats.frames_sent,
+            "frames_dropped_offline": self.stats.frames_dropped_offline,
+            "bitrate_kbps": round(self.stats.bitrate_kbps(now), 1),
+            "container_overhead_bytes_per_frame": round(self.stats.overhead_per_frame(), 2),
+            "send_latency_ms_p50": _percentile(latencies, 0.5),
+            "send_latency_ms_p99": _percentile(latencies, 0.99),
+            "usage_month": usage.month,
+            "usage_wire_bytes_sent": usage.wire_bytes_sent,
+            "usage_wire_bytes_received": usage.wire_bytes_received,
+            "error": self.error,
+        }
+        if self._capture is not None:
+            c = self._capture.stats
+            doc.update(
+                frames_captured=c.delivered,
+                frames_dropped_busy=c.dropped_busy,
+                frames_skipped_late=c.skipped_late,
+                capture_error=self._capture.error,
+            )
+        if self.publisher is not None:
+            t = self.publisher.stats
+            doc.update(
+                srt_connects=t.connects,
+                srt_disconnects=t.disconnects,
+                srt_rtt_ms=t.rtt_ms,
+                srt_retransmitted=t.packets_retransmitted,
+                srt_last_error=t.last_error,
+            )
+        return doc
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return round(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))], 3)

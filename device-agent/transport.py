@@ -1,0 +1,359 @@
+"""SRT push to the ingest: live-mode caller, reconnect with jittered backoff, N frames per burst.
+
+Sending happens on the caller's thread (the encoder's), so a frame's bytes are handed to libsrt
+the moment they exist; a "srt-connector" thread owns connecting, backing off, polling statistics
+into the usage counters and saving them. Each successful connection gets a new ``generation``: the
+pipeline starts a fresh Matroska document with a forced keyframe whenever the generation changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flumph.agent.usage import UsageStore
+
+from flumph.srt import (
+    DATA_HEADER_BYTES,
+    SrtError,
+    SrtLibraryMissing,
+    SrtOptions,
+    SrtRejected,
+    SrtSocket,
+    SrtStats,
+)
+
+log = logging.getLogger("flumph.agent.transport")
+
+STATS_INTERVAL_S = 1.0
+SAVE_INTERVAL_S = 10.0
+PAYLOAD_SIZE = 1316
+
+
+def parse_ingest_url(url: str) -> tuple[str, int]:
+    """``srt://host:port`` -> (host, port)."""
+    parts = urlsplit(url)
+    if parts.scheme != "srt":
+        raise ValueError(f"ingest URL {url!r} must start with srt://")
+    if parts.query or (parts.path and parts.path != "/"):
+        raise ValueError(f"ingest URL {url!r}: give only srt://host:port (options are settings)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"ingest URL {url!r} has an invalid port") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"ingest URL {url!r} needs a host and a port, e.g. srt://ingest:8890")
+    return parts.hostname, port
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    port: int
+    device_id: str
+    latency_ms: int = 120
+    passphrase: str | None = None
+
+    @property
+    def streamid(self) -> str:
+        return f"publish:{self.device_id}"
+
+    def options(self) -> SrtOptions:
+        return SrtOptions(
+            latency_ms=self.latency_ms,
+            passphrase=self.passphrase,
+            payload_size=PAYLOAD_SIZE,
+            streamid=self.streamid,
+        )
+
+
+@dataclass
+class TransportStats:
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    frames_sent: int = 0
+    bursts_sent: int = 0
+    bytes_sent: int = 0  # handed to libsrt
+    frames_refused_offline: int = 0  # offered while not connected
+    last_error: str | None = None
+    rtt_ms: float = 0.0
+    packets_retransmitted: int = 0
+    packets_lost_sent: int = 0
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
+    delay = min(cap_s, base_s * (2 ** min(attempt, 30)))
+    return rng.uniform(delay / 2, delay)
+
+
+class SrtPublisher:
+    def __init__(
+        self,
+        destination: Destination,
+        *,
+        usage: UsageStore | None = None,
+        frames_per_burst: int = 1,
+        backoff_base_s: float = 0.25,
+        backoff_cap_s: float = 10.0,
+        connect_timeout_s: float = 3.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 1 <= frames_per_burst <= 4:
+            raise ValueError(f"frames_per_burst must be 1..4, got {frames_per_burst}")
+        self._destination = destination
+        self.usage = usage
+        self._frames_per_burst = frames_per_burst
+        self._backoff_base_s = backoff_base_s
+        self._backoff_cap_s = backoff_cap_s
+        self._connect_timeout_s = connect_timeout_s
+        self._rng = rng or random.Random()
+        self.stats = TransportStats()
+        self._lock = threading.Lock()  # guards _socket, _generation, _burst, counters below
+        self._socket: SrtSocket | None = None
+        self._generation = 0
+        self._burst: list[bytes] = []
+        self._burst_frames = 0
+        self._counted = _Counted()
+        self._broken: SrtSocket | None = None  # lost while sending; the connector closes it
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="srt-connector", daemon=True)
+
+    # --- called from the pipeline -------------------------------------------------------------
+
+    @property
+    def destination(self) -> Destination:
+        return self._destination
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def generation(self) -> int | None:
+        """The current connection's number, or None while not connected."""
+        with self._lock:
+            return self._generation if self._socket is not None else None
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.generation() is not None:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def set_frames_per_burst(self, n: int) -> None:
+        if not 1 <= n <= 4:
+            raise ValueError(f"frames_per_burst must be 1..4, got {n}")
+        with self._lock:
+            self._frames_per_burst = n
+        if n == 1:
+            self.flush()
+
+    def set_destination(self, destination: Destination) -> None:
+        """Reconnect to a new destination (or with a new latency/passphrase) at once."""
+        with self._lock:
+            if destination == self._destination:
+                return
+            self._destination = destination
+            sock, self._socket = self._socket, None
+            self._burst, self._burst_frames = [], 0
+        if sock is not None:
+            self._drain_and_close(sock, 1.0)
+            self.stats.disconnects += 1
+        self._wake.set()
+
+    def send_frame(self, data: bytes, generation: int, *, new_document: bool = False) -> bool:
+        """Queue one frame's bytes into the burst and send the burst when full.
+
+        ``new_document``: ``data`` starts with a Matroska header, which must begin an SRT message
+        (the ingest cuts documents at message boundaries), so a pending burst goes out first.
+        False if the connection of ``generation`` is gone (the bytes are dropped; the caller starts
+        over with a new document on the next generation).
+        """
+        with self._lock:
+            if self._socket is None or generation != self._generation:
+                self.stats.frames_refused_offline += 1
+                return False
+            if new_document and self._burst and not self._send_burst_locked():
+                return False
+            self._burst.append(data)
+            self._burst_frames += 1
+            if self._burst_frames < self._frames_per_burst:
+                return True
+            return self._send_burst_locked()
+
+    def flush(self) -> bool:
+        with self._lock:
+            if not self._burst or self._socket is None:
+                return self._socket is not None
+            return self._send_burst_locked()
+
+    def _send_burst_locked(self) -> bool:
+        sock = self._socket
+        assert sock is not None
+        payload = b"".join(self._burst)
+        frames = self._burst_frames
+        self._burst, self._burst_frames = [], 0
+        try:
+            sock.send(payload)
+        except SrtError as e:
+            self.stats.last_error = str(e)
+            log.warning("SRT send failed, reconnecting: %s", e)
+            self._socket = None
+            self._broken = sock
+            self._wake.set()
+            return False
+        self.stats.frames_sent += frames
+        self.stats.bursts_sent += 1
+        self.stats.bytes_sent += len(payload)
+        self._counted.unpolled_payload += len(payload)
+        return True
+
+    def stop(self, drain_timeout_s: float = 1.0) -> None:
+        """Send what is pending, let SRT deliver it (up to ``drain_timeout_s``), close, save."""
+        self.flush()
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10.0)
+        self._retire_broken()
+        with self._lock:
+            sock, self._socket = self._socket, None
+        if sock is not None:
+            self._drain_and_close(sock, drain_timeout_s)
+        if self.usage is not None:
+            self.usage.save(force=True)
+
+    def _drain_and_close(self, sock: SrtSocket, drain_timeout_s: float) -> None:
+        # Wait for the peer's acknowledgements first so the last statistics poll (impossible after
+        # close) counts them; close() then also waits out the peer's latency.
+        deadline = time.monotonic() + drain_timeout_s
+        while sock.unacknowledged_bytes() > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self._account(sock, final=True)
+        sock.close(drain_timeout_s=max(0.0, deadline - time.monotonic()))
+
+    # --- the connector thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        last_save = time.monotonic()
+        while not self._stop.is_set():
+            self._retire_broken()
+            with self._lock:
+                connected = self._socket is not None
+                dest = self._destination
+            if not connected:
+                delay = self._connect_once(dest, attempt)
+                if delay == 0:
+                    attempt = 0
+                    continue
+                attempt += 1
+                self._wake.wait(delay)
+                self._wake.clear()
+                continue
+            self._wake.wait(STATS_INTERVAL_S)
+            self._wake.clear()
+            with self._lock:
+                sock = self._socket
+            if sock is not None:
+                self._account(sock)
+            if self.usage is not None and time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                self.usage.save()
+                last_save = time.monotonic()
+
+    def _connect_once(self, dest: Destination, attempt: int) -> float:
+        """Try to connect; 0 on success, else the delay before the next try."""
+        try:
+            sock = SrtSocket.connect(
+                dest.host, dest.port, dest.options(), timeout_s=self._connect_timeout_s
+            )
+        except SrtLibraryMissing:
+            raise
+        except SrtRejected as e:
+            # A refusal (bad passphrase, unknown device) will not fix itself quickly.
+            self._connect_failed(str(e))
+            return backoff_delay(30, self._backoff_base_s, self._backoff_cap_s, self._rng)
+        except (SrtError, OSError) as e:
+            self._connect_failed(str(e))
+            return backoff_delay(attempt, self._backoff_base_s, self._backoff_cap_s, self._rng)
+        with self._lock:
+            if self._stop.is_set() or dest != self._destination:
+                stale = True
+            else:
+                stale = False
+                self._socket = sock
+                self._generation += 1
+                self._counted = _Counted()
+                self._burst, self._burst_frames = [], 0
+        if stale:
+            sock.close(drain_timeout_s=0)
+            return 0.0 if not self._stop.is_set() else 1.0
+        self.stats.connects += 1
+        log.info("SRT connected to %s:%d as %s", dest.host, dest.port, dest.streamid)
+        return 0.0
+
+    def _connect_failed(self, why: str) -> None:
+        self.stats.connect_failures += 1
+        self.stats.last_error = why
+        log.warning("SRT connect failed: %s", why)
+
+    def _retire_broken(self) -> None:
+        with self._lock:
+            sock, self._broken = self._broken, None
+        if sock is not None:
+            self.stats.disconnects += 1
+            self._account(sock, final=True)
+            sock.close(drain_timeout_s=0)
+
+    def _account(self, sock: SrtSocket, final: bool = False) -> None:
+        """Add the usage since the last poll of ``sock`` to the counters."""
+        try:
+            stats = sock.stats()
+        except SrtError:
+            # srt_bstats fails once the peer has closed: estimate from what we handed to libsrt.
+            if final:
+                with self._lock:
+                    unpolled = self._counted.unpolled_payload
+                    self._counted.unpolled_payload = 0
+                packets = -(-unpolled // PAYLOAD_SIZE)
+                if self.usage is not None and unpolled:
+                    self.usage.add(
+                        wire_sent=unpolled + packets * DATA_HEADER_BYTES, payload_sent=unpolled
+                    )
+            return
+        with self._lock:
+            delta = self._counted.advance(stats)
+        self.stats.rtt_ms = stats.rtt_ms
+        self.stats.packets_retransmitted = stats.packets_retransmitted
+        self.stats.packets_lost_sent = stats.packets_lost_sent
+        if self.usage is not None:
+            self.usage.add(**delta)
+
+
+@dataclass
+class _Counted:
+    """What one connection's statistics had reached at the last poll."""
+
+    wire_sent: int = 0
+    wire_received: int = 0
+    payload_sent: int = 0
+    payload_received: int = 0
+    unpolled_payload: int = 0  # handed to libsrt since the last poll
+
+    def advance(self, s: SrtStats) -> dict[str, int]:
+        delta = {
+            "wire_sent": max(0, s.wire_bytes_sent - self.wire_sent),
+            "wire_received": max(0, s.wire_bytes_received - self.wire_received),
+            "payload_sent": max(0, s.bytes_sent - self.payload_sent),
+            "payload_received": max(0, s.bytes_received - self.payload_received),
+        }
+        self.wire_sent, self.wire_received = s.wire_bytes_sent, s.wire_bytes_received
+        self.payload_sent, self.payload_received = s.bytes_sent, s.bytes_received
+        self.unpolled_payload = 0
+        return delta

@@ -1,0 +1,69 @@
+"""The stream settings a device can be told to have.
+
+One model for every place that speaks them: the agent's config file and flags, the MQTT ``desired``
+document, the agent's ``reported`` echo. Bounds are what the encoders and links here can honour;
+a value outside them is refused with the key named (see ``flumph.config.format_validation_error``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from flumph.config import StrictModel
+
+Codec = Literal["auto", "av1", "hevc", "h264"]
+
+# Keyframe interval default. Why 4 s: on a metered link a keyframe costs 5-10x a predicted frame,
+# so a short GOP is paid for all the time; a viewer who joins late is served the frames since the
+# last keyframe from the ingest's GOP cache, so a long GOP does not delay the first picture; losses
+# are repaired by SRT retransmission, and every reconnect or setting change starts with a forced
+# keyframe. Much longer GOPs make that GOP cache (and the burst a joiner downloads at once) grow,
+# so 4 s is the compromise (streaming guides for OBS and MediaMTX use 2-4 s).
+DEFAULT_KEYINT_S = 4.0
+
+
+class StreamSettings(StrictModel):
+    """What the device streams: encoder, picture, pacing and SRT link settings."""
+
+    codec: Codec = Field(
+        default="auto",
+        title="Codec",
+        description="auto = hardware H.265 if the device has one, else software AV1 (SVT-AV1)",
+    )
+    bitrate_kbps: int = Field(default=250, ge=20, le=20000, title="Target bitrate (kbit/s)")
+    width: int = Field(default=640, ge=64, le=3840, title="Width (pixels, even)")
+    height: int = Field(default=360, ge=64, le=2160, title="Height (pixels, even)")
+    fps: int = Field(default=15, ge=1, le=60, title="Frames per second")
+    keyint_s: float = Field(
+        default=DEFAULT_KEYINT_S, ge=0.5, le=60.0, title="Keyframe interval (seconds)"
+    )
+    srt_latency_ms: int = Field(
+        default=120,
+        ge=20,
+        le=8000,
+        title="SRT latency (ms)",
+        description="cellular wants 3-4x the RTT",
+    )
+    frames_per_burst: int = Field(
+        default=1,
+        ge=1,
+        le=4,
+        title="Frames per SRT burst",
+        description="N>1 sends N frames at once: fewer SRT ACK/ACKACK for N-1 frames of delay",
+    )
+    always_on: bool = Field(default=False, title="Stream even when nobody watches")
+    streaming: bool = Field(default=False, title="Streaming now")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, value: int, info: ValidationInfo) -> int:
+        if value % 2:
+            name = info.field_name
+            raise ValueError(f"{name} must be even (4:2:0 chroma halves it)")
+        return value
+
+    def keyint_frames(self) -> int:
+        """The keyframe interval in frames at this fps (at least 1)."""
+        return max(1, round(self.keyint_s * self.fps))
