@@ -1,0 +1,302 @@
+"""The MQTT control contract shared by the agent, the backend, `flumph ctl` and the tests.
+
+Every topic string is built here and nowhere else. Payloads are JSON objects validated by the
+models below; a bad payload raises :class:`ContractError` whose message names the field, which
+the receiver reports on ``reported.error`` or ``ack`` instead of crashing.
+
+Topics under a prefix ``<p>`` (default ``flumph``), MQTT 3.1.1 so that every broker works:
+
+| topic                  | publisher                 | retain / QoS | payload                  |
+|------------------------|---------------------------|--------------|--------------------------|
+| ``<p>/<dev>/status``   | device birth, broker will | retained, 1  | :class:`Status`          |
+| ``<p>/<dev>/desired``  | backend (shadow owner)    | retained, 1  | :class:`Desired`         |
+| ``<p>/<dev>/set``      | dashboard, ctl, ops tools | no, 1        | partial settings (patch) |
+| ``<p>/<dev>/reported`` | device                    | retained, 1  | :class:`Reported`        |
+| ``<p>/<dev>/cmd/<n>``  | dashboard, ctl, ops tools | no, 1        | :class:`Command`         |
+| ``<p>/<dev>/ack``      | device                    | no, 1        | :class:`Ack`             |
+| ``<p>/<dev>/telemetry``| device                    | no, 0        | :class:`Telemetry`       |
+| ``<p>/<dev>/snapshot`` | device                    | retained, 1  | image bytes (AVIF/JPEG)  |
+| ``<p>/<dev>/demand``   | ingest                    | retained, 1  | :class:`Demand`          |
+
+Why: desired/reported is the AWS-shadow model, so a device that was offline converges to the
+latest wish on reconnect and a partial update cannot be half-applied. ``set`` carries partial
+patches (what ``mosquitto_pub -t flumph/cam1/set -m '{"streaming":true}'`` sends); the backend
+merges each into the retained ``desired`` with the version + 1, so the device follows one
+document. One-shot commands are never retained (retained commands replay on reconnect).
+``demand`` is the ingest's count of viewers waiting on a device: the backend turns it into
+on-demand start/stop, so the ingest decides nothing about devices.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flumph.config import format_validation_error
+from flumph.media.streamid import DEVICE_ID_RE
+from flumph.settings import StreamSettings
+
+DEFAULT_PREFIX = "flumph"
+PREFIX_RE = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
+COMMANDS = ("keyframe", "snapshot", "restart")
+CommandName = Literal["keyframe", "snapshot", "restart"]
+TopicKind = Literal[
+    "status", "desired", "set", "reported", "cmd", "ack", "telemetry", "snapshot", "demand"
+]
+KINDS: tuple[TopicKind, ...] = (
+    "status", "desired", "set", "reported", "cmd", "ack", "telemetry", "snapshot", "demand",
+)  # fmt: skip
+MAX_PAYLOAD = 64 * 1024  # control documents; snapshots are images and not parsed here
+
+
+class ContractError(ValueError):
+    """A topic or payload that does not follow the contract; the message names the problem."""
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.fullmatch(device_id):
+        raise ContractError(
+            f"device id {device_id!r} must match [a-z0-9][a-z0-9-]{{0,63}} "
+            "(lower-case letters, digits and '-')"
+        )
+    return device_id
+
+
+@dataclass(frozen=True)
+class ParsedTopic:
+    device_id: str
+    kind: TopicKind
+    command: str | None = None
+
+
+class Topics:
+    """Builds and parses topic names under one prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not PREFIX_RE.fullmatch(prefix):
+            raise ContractError(f"topic prefix {prefix!r} must be letters, digits, '-', '_', '/'")
+        self.prefix = prefix
+
+    def _t(self, device_id: str, kind: str) -> str:
+        return f"{self.prefix}/{check_device_id(device_id)}/{kind}"
+
+    def status(self, device_id: str) -> str:
+        return self._t(device_id, "status")
+
+    def desired(self, device_id: str) -> str:
+        return self._t(device_id, "desired")
+
+    def set(self, device_id: str) -> str:
+        return self._t(device_id, "set")
+
+    def reported(self, device_id: str) -> str:
+        return self._t(device_id, "reported")
+
+    def cmd(self, device_id: str, name: str) -> str:
+        if name not in COMMANDS:
+            raise ContractError(f"unknown command {name!r} (known: {', '.join(COMMANDS)})")
+        return self._t(device_id, f"cmd/{name}")
+
+    def cmd_all(self, device_id: str) -> str:
+        """Subscription filter for every command of one device."""
+        return self._t(device_id, "cmd/+")
+
+    def ack(self, device_id: str) -> str:
+        return self._t(device_id, "ack")
+
+    def telemetry(self, device_id: str) -> str:
+        return self._t(device_id, "telemetry")
+
+    def snapshot(self, device_id: str) -> str:
+        return self._t(device_id, "snapshot")
+
+    def demand(self, device_id: str) -> str:
+        return self._t(device_id, "demand")
+
+    def every(self, kind: TopicKind) -> str:
+        """Subscription filter for one kind across all devices (``cmd`` covers every command)."""
+        if kind == "cmd":
+            return f"{self.prefix}/+/cmd/+"
+        return f"{self.prefix}/+/{kind}"
+
+    def parse(self, topic: str) -> ParsedTopic:
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            raise ContractError(f"topic {topic!r} is not under prefix {self.prefix!r}")
+        parts = topic[len(head) :].split("/")
+        if len(parts) < 2:
+            raise ContractError(f"topic {topic!r} names no device and kind")
+        device_id = check_device_id(parts[0])
+        kind = parts[1]
+        if kind == "cmd" and len(parts) == 3:
+            if parts[2] not in COMMANDS:
+                raise ContractError(f"unknown command {parts[2]!r} in topic {topic!r}")
+            return ParsedTopic(device_id, "cmd", parts[2])
+        if len(parts) != 2 or kind not in KINDS or kind == "cmd":
+            raise ContractError(f"topic {topic!r} is not one of the contract's topics")
+        return ParsedTopic(device_id, kind)  # type: ignore[arg-type]
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def payload(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode()
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _json_object(payload: bytes | str, what: str) -> dict[str, Any]:
+    if isinstance(payload, bytes):
+        if len(payload) > MAX_PAYLOAD:
+            raise ContractError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ContractError(f"{what}: payload is not UTF-8 text") from None
+    try:
+        doc = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{what}: not JSON ({e.msg} at position {e.pos})") from None
+    if not isinstance(doc, dict):
+        raise ContractError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def decode(model: type[M], payload: bytes | str) -> M:
+    what = model.__name__.lower()
+    doc = _json_object(payload, what)
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        raise ContractError(format_validation_error(e, what)) from None
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+class Status(Message):
+    state: Literal["online", "offline"]
+    ts: float = Field(default_factory=now)
+    agent: str | None = None  # agent version, in the birth message
+
+
+SETTINGS_KEYS = frozenset(StreamSettings.model_fields)
+
+
+def validate_patch(patch: dict[str, Any], what: str = "patch") -> dict[str, Any]:
+    """Check a partial settings document: known keys, each value valid on its own."""
+    unknown = sorted(set(patch) - SETTINGS_KEYS)
+    if unknown:
+        raise ContractError(
+            f"{what}: unknown setting(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(SETTINGS_KEYS))})"
+        )
+    try:
+        # Validate against the defaults so every given value is checked with the real bounds.
+        merged = StreamSettings().model_dump() | patch
+        StreamSettings.model_validate(merged)
+    except ValidationError as e:
+        raise ContractError(format_validation_error(e, what)) from None
+    return patch
+
+
+def decode_patch(payload: bytes | str) -> dict[str, Any]:
+    doc = _json_object(payload, "patch")
+    doc.pop("v", None)  # a client echoing a version in a patch is harmless
+    return validate_patch(doc)
+
+
+class Desired(Message):
+    """The settings a device should have: a version and a partial settings document."""
+
+    model_config = ConfigDict(extra="allow")
+    v: int = Field(ge=0)
+
+    def settings_patch(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def apply_to(self, base: StreamSettings) -> StreamSettings:
+        """The device's settings under this document; raises ContractError naming the field."""
+        patch = validate_patch(self.settings_patch(), "desired")
+        try:
+            return StreamSettings.model_validate(base.model_dump() | patch)
+        except ValidationError as e:
+            raise ContractError(format_validation_error(e, "desired")) from None
+
+
+def decode_desired(payload: bytes | str) -> Desired:
+    d = decode(Desired, payload)
+    validate_patch(d.settings_patch(), "desired")
+    return d
+
+
+def merge_desired(current: Desired | None, patch: dict[str, Any]) -> Desired:
+    """Shadow merge: the patch over the current document, version + 1."""
+    validate_patch(patch)
+    base = current.settings_patch() if current is not None else {}
+    version = current.v + 1 if current is not None else 1
+    return Desired.model_validate({**base, **patch, "v": version})
+
+
+class Reported(Message):
+    applied_v: int | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    encoder: str | None = None
+    encoder_reason: str | None = None
+    streaming: bool = False
+    error: str | None = None
+    ts: float = Field(default_factory=now)
+
+
+class Command(Message):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class Ack(Message):
+    id: str
+    ok: bool
+    error: str | None = None
+    ts: float = Field(default_factory=now)
+
+
+class LinkStats(Message):
+    rtt_ms: float | None = None
+    loss_pct: float | None = None
+    retransmits: int | None = None
+
+
+class Usage(Message):
+    month: str  # "YYYY-MM"
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    budget_bytes: int | None = None
+
+
+class Telemetry(Message):
+    ts: float = Field(default_factory=now)
+    streaming: bool
+    fps: float | None = None
+    bitrate_kbps: float | None = None
+    encoder: str | None = None
+    width: int | None = None
+    height: int | None = None
+    frames_dropped: int | None = None
+    srt: LinkStats | None = None
+    usage: Usage | None = None
+    heartbeat_s: float | None = None  # when idle: the interval until the next heartbeat
+
+
+class Demand(Message):
+    viewers: int = Field(ge=0)
+    ts: float = Field(default_factory=now)
