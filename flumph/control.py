@@ -139,7 +139,7 @@ class Topics:
             return ParsedTopic(device_id, "cmd", parts[2])
         if len(parts) != 2 or kind not in KINDS or kind == "cmd":
             raise ContractError(f"topic {topic!r} is not one of the contract's topics")
-        return ParsedTopic(device_id, kind)  # type: ignore[arg-type]
+        return ParsedTopic(device_id, kind)
 
 
 # --- messages ---------------------------------------------------------------------------------

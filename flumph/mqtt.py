@@ -60,9 +60,10 @@ class MqttSettings(StrictModel):
 def make_client(settings: MqttSettings, client_id: str | None = None) -> paho.Client:
     """A paho client configured from ``settings``; the caller sets callbacks, will, connects."""
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     client = paho.Client(
-        callback_api_version=paho.CallbackAPIVersion.VERSION2,
+        callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id or f"flumph-{uuid.uuid4().hex[:12]}",
         protocol=paho.MQTTv311,
         clean_session=True,
