@@ -112,7 +112,7 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
                 raise ValueError(
                     f"subscribe names stream {sub.stream_id!r} but the URL names {stream_id!r}"
                 )
-            stream, view = hub.add_viewer(stream_id)
+            stream, view = hub.add_viewer(stream_id, wait=sub.wait)
         except WebSocketDisconnect:
             return
         except ValueError as e:
@@ -124,6 +124,8 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
             return
         try:
             await ws.send_text(rp.subscribed(stream_id))
+            if stream.init is None:
+                await ws.send_text(rp.waiting(stream_id))
             await _serve_viewer(ws, stream, view)
         finally:
             hub.remove_viewer(stream, view)

@@ -150,9 +150,10 @@ class Viewer:
 
 
 class Stream:
-    def __init__(self, stream_id: str, source: Source) -> None:
+    def __init__(self, stream_id: str, source: Source | None) -> None:
         self.id = stream_id
-        self.source: Source = source
+        # None: created by a viewer waiting for a device that is not publishing yet.
+        self.source: Source | None = source
         self.created = time.monotonic()
         self.viewers: set[Viewer] = set()
         self.init: MediaInit | None = None
@@ -269,8 +270,9 @@ class Hub:
         self._lock = threading.Lock()
         self._streams: dict[str, Stream] = {}
         self._token = 0
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.on_stream_change: Callable[[str, str], None] | None = None
+        # Called on the loop with (stream id, viewers) whenever a stream's viewer count changes:
+        # the demand that on-demand streaming follows.
+        self.on_viewers: Callable[[str, int], None] | None = None
 
     # --- membership: any thread -----------------------------------------------------------------
     def new_id(self) -> str:
@@ -288,7 +290,7 @@ class Hub:
     def _check_locked(self, stream_id: str, source: Source) -> Stream | None:
         s = self._streams.get(stream_id)
         if s is not None:
-            if s.publisher_connected or s.source != source:
+            if s.publisher_connected or (s.source is not None and s.source != source):
                 raise HubError(f"stream id {stream_id} is busy: another publisher is using it")
             return s
         if len(self._streams) >= self.max_streams:
@@ -304,6 +306,7 @@ class Hub:
                 s = Stream(stream_id, source)
                 self._streams[stream_id] = s
             self._token += 1
+            s.source = source
             s.publisher_connected = True
             s.publisher_token = self._token
             return s, self._token
@@ -352,12 +355,33 @@ class Hub:
         for v in stream.viewers:
             v.offer_control(ended)
             v.close()
+        if stream.viewers:
+            self._viewers_changed(stream.id, 0)
         log.info("stream %s ended after %d frames", stream.id, stream.frames)
 
-    def add_viewer(self, stream_id: str) -> tuple[Stream, Viewer]:
+    def _viewers_changed(self, stream_id: str, n: int) -> None:
+        if self.on_viewers is not None:
+            try:
+                self.on_viewers(stream_id, n)
+            except Exception:  # demand reporting must never break viewing
+                log.exception("viewer-count callback failed for %s", stream_id)
+
+    def add_viewer(self, stream_id: str, *, wait: bool = False) -> tuple[Stream, Viewer]:
+        """Attach a viewer; with ``wait`` a stream that does not exist yet is created empty and
+        the viewer waits for its publisher (on-demand streaming starts the device)."""
         stream = self.get(stream_id)
         if stream is None or stream.ended:
-            raise HubError("stream not found")
+            if not wait:
+                raise HubError("stream not found")
+            with self._lock:
+                stream = self._streams.get(stream_id)
+                if stream is None:
+                    if len(self._streams) >= self.max_streams:
+                        raise HubError(
+                            f"too many streams: the limit is {self.max_streams} (MAX_STREAMS)"
+                        )
+                    stream = Stream(stream_id, None)
+                    self._streams[stream_id] = stream
         if len(stream.viewers) >= self.max_viewers:
             raise HubError(
                 f"stream {stream_id} already has {self.max_viewers} viewers "
@@ -366,10 +390,14 @@ class Hub:
         # Room for the cached GOP on top of the live margin, so joining never starts with a skip.
         viewer = Viewer(stream_id, self.viewer_queue_frames + len(stream.gop) + 4)
         stream.attach(viewer)
+        self._viewers_changed(stream_id, len(stream.viewers))
         return stream, viewer
 
     def remove_viewer(self, stream: Stream, viewer: Viewer) -> None:
-        stream.viewers.discard(viewer)
+        if viewer in stream.viewers:
+            stream.viewers.discard(viewer)
+            if not stream.ended:
+                self._viewers_changed(stream.id, len(stream.viewers))
         if not stream.publisher_connected and not stream.viewers and not stream.ended:
             # Nobody left to wait for the publisher's return.
             self.end(stream)

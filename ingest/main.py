@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-streams", type=int, help="default 100; env MAX_STREAMS")
     p.add_argument("--max-viewers-per-stream", type=int, help="default 10")
     p.add_argument("--reconnect-grace-s", type=float, help="default 10")
+    p.add_argument("--mqtt", dest="mqtt_url", help="broker URL for on-demand streaming")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return p.parse_args(argv)
@@ -54,6 +55,7 @@ def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> Inges
             "max_streams",
             "max_viewers_per_stream",
             "reconnect_grace_s",
+            "mqtt_url",
         )
     }
     return load_config(

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from flumph.media.streamid import DEVICE_ID_RE
+
 # Custom ids from WebSocket streamers: the 8-char generated form and device ids both fit.
 STREAM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_TEXT_MESSAGE = 4096
@@ -24,6 +26,9 @@ class Register:
 @dataclass(frozen=True)
 class Subscribe:
     stream_id: str
+    # Flumph extension: wait for a device that is not streaming yet (on-demand start) instead
+    # of the seed's "stream not found".
+    wait: bool = False
 
 
 def _object(text: str) -> dict[str, object]:
@@ -64,7 +69,12 @@ def parse_subscribe(text: str) -> Subscribe:
         raise ValueError(f"expected a subscribe message, got type {doc.get('type')!r}")
     sid = _stream_id(doc, required=True)
     assert sid is not None
-    return Subscribe(sid)
+    wait = doc.get("wait", False)
+    if not isinstance(wait, bool):
+        raise ValueError(f"malformed message: wait must be true or false (got {wait!r})")
+    if wait and not DEVICE_ID_RE.fullmatch(sid):
+        raise ValueError(f"wait is only for device ids ([a-z0-9][a-z0-9-]{{0,63}}), not {sid!r}")
+    return Subscribe(sid, wait)
 
 
 def registered(stream_id: str) -> str:
@@ -73,6 +83,10 @@ def registered(stream_id: str) -> str:
 
 def subscribed(stream_id: str) -> str:
     return json.dumps({"type": "subscribed", "stream_id": stream_id})
+
+
+def waiting(stream_id: str) -> str:
+    return json.dumps({"type": "waiting", "stream_id": stream_id})
 
 
 def error(message: str) -> str:

@@ -14,8 +14,10 @@ from pydantic import Field, field_validator
 
 from flumph import srt
 from flumph.config import StrictModel
+from flumph.mqtt import MqttSettings
 
 from .app import add_preview_routes, add_relay_routes
+from .demand import DemandPublisher
 from .hub import Hub
 from .srt_ingest import SrtIngest
 
@@ -23,30 +25,48 @@ log = logging.getLogger("flumph.ingest")
 
 
 class IngestConfig(StrictModel):
-    host: str = Field("0.0.0.0", title="HTTP/WebSocket bind address (env HOST)")
-    port: int = Field(8080, ge=0, le=65535, title="HTTP/WebSocket port (env PORT)")
-    srt_host: str = Field("0.0.0.0", title="SRT listener bind address")
-    srt_port: int = Field(8890, ge=0, le=65535, title="SRT listener UDP port")
-    srt_latency_ms: int = Field(120, ge=20, le=8000, title="SRT receive latency")
+    host: str = Field(default="0.0.0.0", title="HTTP/WebSocket bind address (env HOST)")
+    port: int = Field(default=8080, ge=0, le=65535, title="HTTP/WebSocket port (env PORT)")
+    srt_host: str = Field(default="0.0.0.0", title="SRT listener bind address")
+    srt_port: int = Field(default=8890, ge=0, le=65535, title="SRT listener UDP port")
+    srt_latency_ms: int = Field(default=120, ge=20, le=8000, title="SRT receive latency")
     srt_passphrase: str | None = Field(
-        None, min_length=10, max_length=79, title="passphrase every publisher must use"
+        default=None, min_length=10, max_length=79, title="passphrase every publisher must use"
     )
     passphrases: dict[str, str] = Field(
         default_factory=dict, title="per-stream passphrases (stream id -> passphrase)"
     )
-    max_streams: int = Field(100, ge=1, le=10000, title="concurrent streams (env MAX_STREAMS)")
+    max_streams: int = Field(
+        default=100, ge=1, le=10000, title="concurrent streams (env MAX_STREAMS)"
+    )
     max_viewers_per_stream: int = Field(
-        10, ge=1, le=10000, title="viewers per stream (env MAX_VIEWERS_PER_STREAM)"
+        default=10, ge=1, le=10000, title="viewers per stream (env MAX_VIEWERS_PER_STREAM)"
     )
     viewer_queue_frames: int = Field(
-        120, ge=8, le=10000, title="frames a viewer may lag before it skips to a keyframe"
+        default=120, ge=8, le=10000, title="frames a viewer may lag before it skips to a keyframe"
     )
     reconnect_grace_s: float = Field(
-        10.0, ge=0, le=3600, title="how long viewers wait for an SRT publisher to come back"
+        default=10.0, ge=0, le=3600, title="how long viewers wait for an SRT publisher to come back"
     )
     max_message_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, title="largest WebSocket message accepted"
+        default=8 * 1024 * 1024, ge=1024, title="largest WebSocket message accepted"
     )
+    mqtt_url: str | None = Field(
+        default=None, title="broker for on-demand streaming (publishes viewer demand); none: off"
+    )
+    mqtt_username: str | None = Field(default=None, title="MQTT username")
+    mqtt_password: str | None = Field(default=None, title="MQTT password")
+    mqtt_prefix: str = Field(default="flumph", title="MQTT topic prefix")
+
+    def mqtt_settings(self) -> MqttSettings | None:
+        if self.mqtt_url is None:
+            return None
+        return MqttSettings(
+            url=self.mqtt_url,
+            username=self.mqtt_username,
+            password=self.mqtt_password,
+            prefix=self.mqtt_prefix,
+        )
 
     @field_validator("passphrases")
     @classmethod
@@ -81,6 +101,7 @@ class IngestService:
         )
         self.srt_handler: SrtIngest | None = None
         self.srt_server: srt.SrtServer | None = None
+        self.demand: DemandPublisher | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,12 +119,20 @@ class IngestService:
         )
         await asyncio.to_thread(self.srt_server.start)
         log.info("SRT ingest listening on %s:%d/udp", self.cfg.srt_host, self.srt_server.port)
+        mqtt = self.cfg.mqtt_settings()
+        if mqtt is not None:
+            self.demand = DemandPublisher(mqtt)
+            self.demand.start()
+            self.hub.on_viewers = self.demand.update
+            log.info("publishing viewer demand to %s", mqtt.url)
 
     async def stop(self) -> None:
         if self.srt_server is not None:
             await asyncio.to_thread(self.srt_server.stop)
         for s in self.hub.streams():
             self.hub.end(s)
+        if self.demand is not None:
+            await asyncio.to_thread(self.demand.stop)
 
     def add_routes(self, app: FastAPI) -> None:
         add_relay_routes(app, self.hub)

@@ -42,7 +42,8 @@ def ffmpeg_publish(
         cmd.append("-re")
     cmd += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}", "-t", str(seconds)]
     cmd += [*ENCODERS[codec], "-g", str(gop), "-pix_fmt", "yuv420p", "-f", container, url]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Read stderr with communicate() (see tests' finish()); stdout carries nothing.
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def ffmpeg_file(

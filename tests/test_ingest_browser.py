@@ -44,4 +44,4 @@ def test_av1_plays_in_chromium_via_mse(shared_ingest: Ingest) -> None:
         assert stats["lagS"] is not None and stats["lagS"] < 1.5, stats
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()

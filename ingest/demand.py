@@ -1,0 +1,85 @@
+"""Publishes how many viewers watch or wait for each device: retained ``<p>/<dev>/demand``.
+
+The backend's on-demand logic turns this into ``streaming`` true/false; the ingest itself
+decides nothing about devices. A retained count left by an earlier ingest run (a crash) would
+keep a camera streaming for nobody, so on connect the publisher zeroes every retained demand it
+does not hold itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flumph.control import ContractError, Demand, Topics, decode
+from flumph.media.streamid import DEVICE_ID_RE
+from flumph.mqtt import MqttSettings, make_client
+
+log = logging.getLogger("flumph.ingest.demand")
+
+
+class DemandPublisher:
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.prefix)
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._client = make_client(settings, client_id=None)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        """Connects in paho's own thread; never blocks the caller on the network."""
+        self._client.connect_async(
+            self.settings.host, self.settings.port, keepalive=min(self.settings.keepalive_s, 60)
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def update(self, stream_id: str, viewers: int) -> None:
+        """Called on the event loop whenever a stream's viewer count changes."""
+        if not DEVICE_ID_RE.fullmatch(stream_id):
+            return  # relay ids from WebSocket streamers are not devices
+        with self._lock:
+            if self._counts.get(stream_id, 0) == viewers:
+                return
+            if viewers:
+                self._counts[stream_id] = viewers
+            else:
+                self._counts.pop(stream_id, None)
+        self._publish(stream_id, viewers)
+
+    def _publish(self, stream_id: str, viewers: int) -> None:
+        # paho queues while disconnected and sends on reconnect; publish is thread-safe.
+        self._client.publish(
+            self.topics.demand(stream_id), Demand(viewers=viewers).payload(), qos=1, retain=True
+        )
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT connection refused: %s", reason)
+            return
+        client.subscribe(self.topics.every("demand"), qos=1)
+        with self._lock:
+            held = dict(self._counts)
+        for stream_id, n in held.items():
+            self._publish(stream_id, n)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if not msg.retain:
+            return
+        try:
+            device = self.topics.parse(msg.topic).device_id
+            demand = decode(Demand, msg.payload)
+        except ContractError as e:
+            log.warning("ignoring retained demand on %s: %s", msg.topic, e)
+            return
+        with self._lock:
+            ours = self._counts.get(device, 0)
+        if demand.viewers and not ours:
+            log.info("clearing stale demand for %s (%d viewers)", device, demand.viewers)
+            self._publish(device, 0)
