@@ -27,14 +27,16 @@ DEFAULT_KEEPALIVE_S = 300
 
 
 class MqttSettings(StrictModel):
-    url: str = Field("mqtt://127.0.0.1:1883", title="broker URL: mqtt://host:port or mqtts://")
-    username: str | None = Field(None, title="username")
-    password: str | None = Field(None, title="password")
-    ca_file: str | None = Field(None, title="CA bundle for mqtts:// (default: system CAs)")
-    keepalive_s: int = Field(DEFAULT_KEEPALIVE_S, ge=5, le=3600, title="MQTT keepalive")
-    prefix: str = Field("flumph", title="topic prefix")
-    reconnect_min_s: float = Field(1.0, gt=0, le=60, title="first reconnect delay")
-    reconnect_max_s: float = Field(120.0, gt=0, le=3600, title="longest reconnect delay")
+    url: str = Field(
+        default="mqtt://127.0.0.1:1883", title="broker URL: mqtt://host:port or mqtts://"
+    )
+    username: str | None = Field(default=None, title="username")
+    password: str | None = Field(default=None, title="password")
+    ca_file: str | None = Field(default=None, title="CA bundle for mqtts:// (default: system CAs)")
+    keepalive_s: int = Field(default=DEFAULT_KEEPALIVE_S, ge=5, le=3600, title="MQTT keepalive")
+    prefix: str = Field(default="flumph", title="topic prefix")
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=60, title="first reconnect delay")
+    reconnect_max_s: float = Field(default=120.0, gt=0, le=3600, title="longest reconnect delay")
 
     @field_validator("url")
     @classmethod

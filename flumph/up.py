@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest_ns = argparse.Namespace(
         config=ns.config, host=ns.host, port=ns.port, srt_host=None, srt_port=ns.srt_port,
         srt_latency_ms=None, max_streams=None, max_viewers_per_stream=None,
-        reconnect_grace_s=None,
+        reconnect_grace_s=None, mqtt_url=None,
     )  # fmt: skip
     try:
         cfg = load_ingest(ingest_ns)
