@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import av
+
 from flumph.agent.sources import FrameSource, SourceError
 
 log = logging.getLogger("flumph.agent.capture")

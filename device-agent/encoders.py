@@ -28,8 +28,8 @@ import av
 import numpy as np
 from av.codec.context import Flags
 from av.video.frame import PictureType
-from flumph.agent.codecconfig import AV1, H264, HEVC, codec_private
 
+from flumph.agent.codecconfig import AV1, H264, HEVC, codec_private
 from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.encoders")

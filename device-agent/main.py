@@ -1,6 +1,12 @@
 """``flumph agent``: the device agent from a TOML ``[agent]`` section, FLUMPH_AGENT_* variables and
-flags (in rising precedence). ``--stream`` starts streaming at once; otherwise the agent waits (the
-MQTT control plane will start it)."""
+flags (in rising precedence). ``--stream`` starts streaming at once; otherwise the agent waits.
+
+MQTT control (see control.py) is on when any MQTT setting is given: a TOML ``[agent.mqtt]``
+table, a ``FLUMPH_AGENT_MQTT_<FIELD>`` variable or an ``--mqtt*`` flag, one name per field of
+``flumph.mqtt.MqttSettings`` (``--mqtt URL`` for the url), plus ``password_file`` /
+``FLUMPH_AGENT_MQTT_PASSWORD_FILE`` / ``--mqtt-password-file`` (its first line is the password, so
+it stays out of the process list). Without it the agent streams only as its flags say. With it,
+``--stream`` is the state until the first ``desired`` arrives; from then on ``desired`` decides."""
 
 from __future__ import annotations
 
@@ -10,19 +16,26 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from flumph.config import ConfigError, load_config
+from flumph.config import ConfigError, load_config, read_toml
 from flumph.logsetup import setup_logging
 from flumph.media.streamid import DEVICE_ID_RE
+from flumph.mqtt import MqttSettings
 from flumph.settings import StreamSettings
+
+if TYPE_CHECKING:
+    from flumph.agent.pipeline import Pipeline
 
 log = logging.getLogger("flumph.agent")
 
 ENV_PREFIX = "FLUMPH_AGENT_"
+MQTT_ENV_PREFIX = ENV_PREFIX + "MQTT_"
+MQTT_KEYS = (*MqttSettings.model_fields, "password_file")
 STATUS_LOG_INTERVAL_S = 30.0
 
 
@@ -49,6 +62,17 @@ class AgentConfig(StreamSettings):
     )
     reconnect_max_s: float = Field(
         default=10.0, ge=0.5, le=300.0, title="Longest reconnect delay (s)"
+    )
+    mqtt: MqttSettings | None = Field(default=None, title="MQTT control plane (off when absent)")
+    telemetry_interval_s: float = Field(
+        default=5.0, ge=1.0, le=3600.0, title="Telemetry interval while streaming (s)"
+    )
+    heartbeat_interval_s: float = Field(
+        default=3600.0,
+        ge=5.0,
+        le=86400.0,
+        title="Heartbeat interval while idle (s)",
+        description="~250 B each on the wire; presence itself comes from the broker's will",
     )
 
     @field_validator("device_id")
@@ -89,15 +113,86 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames-per-burst", type=int)
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--log-level", help="debug | info | warning | error")
+    p.add_argument("--telemetry-interval-s", type=float)
+    p.add_argument("--heartbeat-interval-s", type=float)
+    m = p.add_argument_group("MQTT control (on when any of these is given)")
+    m.add_argument("--mqtt", dest="mqtt_url", metavar="mqtt[s]://HOST[:PORT]")
+    m.add_argument("--mqtt-username")
+    m.add_argument("--mqtt-password", help="prefer --mqtt-password-file")
+    m.add_argument("--mqtt-password-file", help="file whose first line is the password")
+    m.add_argument("--mqtt-ca-file", help="CA bundle for mqtts://")
+    m.add_argument("--mqtt-keepalive-s", type=int, help="default 300 (cellular)")
+    m.add_argument("--mqtt-prefix", help="topic prefix (default flumph)")
+    m.add_argument("--mqtt-reconnect-min-s", type=float)
+    m.add_argument("--mqtt-reconnect-max-s", type=float)
     return p
 
 
-def load_agent_config(argv: list[str] | None) -> AgentConfig:
+def _mqtt_section(
+    config_path: Path | None, environ: Mapping[str, str], flags: dict[str, object]
+) -> dict[str, object] | None:
+    """The ``mqtt`` table from TOML < FLUMPH_AGENT_MQTT_* < --mqtt-* flags; None if none given."""
+    merged: dict[str, object] = {}
+    found = False
+    if config_path is not None:
+        table = read_toml(config_path).get("agent", {})
+        section = table.get("mqtt") if isinstance(table, dict) else None
+        if section is not None:
+            if not isinstance(section, dict):
+                raise ConfigError(f"config file {config_path}: [agent.mqtt] must be a table")
+            merged.update(section)
+            found = True
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX + "MQTT"):
+            continue
+        name = key.removeprefix(MQTT_ENV_PREFIX).lower()
+        if not key.startswith(MQTT_ENV_PREFIX) or name not in MQTT_KEYS:
+            raise ConfigError(
+                f"environment variable {key} names no MQTT setting (known: "
+                + ", ".join(MQTT_ENV_PREFIX + k.upper() for k in MQTT_KEYS)
+                + ")"
+            )
+        merged[name] = value
+        found = True
+    for key in MQTT_KEYS:
+        flag = flags.pop(f"mqtt_{key}", None)
+        if flag is not None:
+            merged[key] = flag
+            found = True
+    if not found:
+        return None
+    password_file = merged.pop("password_file", None)
+    if password_file is not None:
+        if merged.get("password") is not None:
+            raise ConfigError("mqtt: give password or password_file, not both")
+        try:
+            lines = Path(str(password_file)).read_text().splitlines()
+        except OSError as e:
+            raise ConfigError(f"mqtt.password_file: cannot read {password_file}: {e}") from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"mqtt.password_file: {password_file} has no password on line 1")
+        merged["password"] = lines[0]
+    return merged
+
+
+def load_agent_config(
+    argv: list[str] | None, environ: Mapping[str, str] | None = None
+) -> AgentConfig:
     args = _parser().parse_args(argv)
+    env = os.environ if environ is None else environ
     flags = {k: v for k, v in vars(args).items() if k not in ("config", "stream")}
     flags["streaming"] = args.stream
+    # The mqtt table is nested: merge its three sources here, so that one flag does not replace
+    # the whole [agent.mqtt] table, and keep FLUMPH_AGENT_MQTT_* away from the flat env reader.
+    flags["mqtt"] = _mqtt_section(args.config, env, flags)
+    plain_env = {k: v for k, v in env.items() if not k.startswith(ENV_PREFIX + "MQTT")}
     return load_config(
-        AgentConfig, path=args.config, section="agent", env_prefix=ENV_PREFIX, flags=flags
+        AgentConfig,
+        path=args.config,
+        section="agent",
+        env_prefix=ENV_PREFIX,
+        environ=plain_env,
+        flags=flags,
     )
 
 
@@ -128,13 +223,39 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    start_error = None
     try:
         pipeline.start()
     except (EncoderError, SourceError, ValueError) as e:
         log.error("cannot start streaming: %s", e)
-        return 1
-    if not pipeline.streaming:
-        log.info("idle: not streaming (start with --stream)")
+        if config.mqtt is None:
+            return 1
+        # Under MQTT control the device stays reachable, so it can be told something better.
+        start_error = f"streaming did not start: {e}"
+    control = None
+    if config.mqtt is not None:
+        from flumph.agent.control import AgentControl
+
+        control = AgentControl(
+            pipeline,
+            config.mqtt,
+            telemetry_interval_s=config.telemetry_interval_s,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+        )
+        control.start(initial_error=start_error)
+    elif not pipeline.streaming:
+        log.info("idle: not streaming (start with --stream, or control it with --mqtt)")
+    try:
+        _log_status_until(stop, pipeline)
+    finally:
+        log.info("stopping")
+        if control is not None:
+            control.stop()
+        pipeline.stop()
+    return 0
+
+
+def _log_status_until(stop: threading.Event, pipeline: Pipeline) -> None:
     while not stop.wait(STATUS_LOG_INTERVAL_S):
         if pipeline.streaming:
             s = pipeline.status()
@@ -144,6 +265,3 @@ def main(argv: list[str] | None = None) -> int:
                 s.get("frames_dropped_busy", 0) + s["frames_dropped_offline"],
                 s.get("srt_rtt_ms", 0.0), s["usage_wire_bytes_sent"],
             )  # fmt: skip
-    log.info("stopping")
-    pipeline.stop()
-    return 0

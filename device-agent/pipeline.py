@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
+
 from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
 from flumph.agent.mkvlive import LiveMatroskaWriter, TrackInfo
-from flumph.agent.sources import FrameSource, open_source
+from flumph.agent.sources import FrameSource, SourceError, open_source
 from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
 from flumph.agent.usage import UsageStore
-
 from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.pipeline")
@@ -102,6 +103,7 @@ class Pipeline:
         self._pending_encoder: VideoEncoder | None = None
         self._keyframe_requested = threading.Event()
         self._swap_lock = threading.Lock()
+        self.latest_capture: CapturedFrame | None = None  # for snapshots while streaming
 
     # --- control ------------------------------------------------------------------------------
 
@@ -130,9 +132,15 @@ class Pipeline:
                 parse_ingest_url(ingest) if ingest is not None else (self._host, self._port)
             )
             if not self._running:
+                previous = self.settings, self._host, self._port
                 self.settings, self._host, self._port = settings, host, port
                 if settings.streaming:
-                    self._start_streaming()
+                    try:
+                        self._start_streaming()
+                    except BaseException:
+                        # Nothing started: the previous settings stay in force.
+                        self.settings, self._host, self._port = previous
+                        raise
                 return
             if not settings.streaming:
                 self._stop_streaming()
@@ -154,6 +162,35 @@ class Pipeline:
 
     def request_keyframe(self) -> None:
         self._keyframe_requested.set()
+
+    def snapshot_frame(self, warmup_frames: int = 3) -> av.VideoFrame:
+        """The newest captured frame while streaming; when idle, one frame from the source.
+
+        When idle the source is opened just for this and closed again. A free-running source (a
+        camera) gives ``warmup_frames`` first and the last is kept, because a camera's first frames
+        come before its exposure settles. Raises SourceError when the source gives nothing.
+        """
+        with self._apply_lock:
+            if self._running:
+                # The camera is the capture thread's: wait for its first frame, never reopen it.
+                deadline = time.monotonic() + 3.0
+                while (latest := self.latest_capture) is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if latest is None:
+                    raise SourceError("streaming, but no frame has been captured yet")
+                return latest.frame
+            source = self._open_source()
+            try:
+                frame: av.VideoFrame | None = None
+                for tick in range(1 if source.paced else max(1, warmup_frames)):
+                    got = source.read(tick, time.time())
+                    if got is not None:
+                        frame = got
+                if frame is None:
+                    raise SourceError(f"{source.name} gave no frame for a snapshot")
+                return frame
+            finally:
+                source.close()
 
     @property
     def streaming(self) -> bool:
@@ -207,6 +244,7 @@ class Pipeline:
         if not self._running:
             return
         self._running = False
+        self.latest_capture = None
         assert self._capture and self._encode_thread and self.publisher
         self._capture.stop()
         self._stop_encode.set()
@@ -245,6 +283,7 @@ class Pipeline:
                 encoder, writer, capture_ms = replacement, None, {}
             if captured is None:
                 continue
+            self.latest_capture = captured
             generation = publisher.generation()
             if generation is None:
                 self.stats.frames_dropped_offline += 1
@@ -329,6 +368,9 @@ class Pipeline:
                 srt_disconnects=t.disconnects,
                 srt_rtt_ms=t.rtt_ms,
                 srt_retransmitted=t.packets_retransmitted,
+                srt_packets_lost_sent=t.packets_lost_sent,
+                srt_bytes_sent=t.bytes_sent,
+                srt_bursts_sent=t.bursts_sent,
                 srt_last_error=t.last_error,
             )
         return doc

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flumph.agent.usage import UsageStore
-
 from flumph.srt import (
     DATA_HEADER_BYTES,
     SrtError,

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 from av.video.frame import PictureType
+
 from flumph.agent.codecconfig import (
     av1c_from_obus,
     avcc_from_annex_b,
@@ -30,7 +31,6 @@ from flumph.agent.mkvlive import (
     split_documents,
 )
 from flumph.agent.sources import SyntheticSource, read_stamp, stamp_block_size
-
 from flumph.settings import StreamSettings
 
 SMALL = {"width": 320, "height": 180, "fps": 15, "bitrate_kbps": 150}

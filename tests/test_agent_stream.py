@@ -19,13 +19,13 @@ from pathlib import Path
 
 import av
 import pytest
+from pydantic import ValidationError
+
 from flumph.agent.encoders import EncoderError, EncoderSelector
 from flumph.agent.mkvlive import split_documents
 from flumph.agent.pipeline import Pipeline
 from flumph.agent.sources import read_stamp
 from flumph.agent.usage import FILE_NAME, UsageStore
-from pydantic import ValidationError
-
 from flumph.settings import StreamSettings
 from flumph.srt import Accept, SrtOptions, SrtServer, SrtSocket
 from tests.conftest import Ingest

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from flumph.ingest.hub import Hub, HubError, MediaInit
 
 INIT = MediaInit('video/mp4; codecs="av01.0.04M.08"', b"INIT", "av1", 320, 240)

@@ -1,0 +1,316 @@
+"""The dashboard's JSON API and its live feed (Server-Sent Events).
+
+| route                                   | what                                                 |
+|-----------------------------------------|------------------------------------------------------|
+| ``GET /api/health``                     | broker connection, readiness, counters               |
+| ``GET /api/devices``                    | every device's view (see :func:`device_view`)        |
+| ``GET /api/devices/{id}``               | one device, with its documents and recent commands   |
+| ``POST /api/devices/{id}/set``          | JSON patch → shadow merge → the new ``desired``;     |
+|                                         | 422 with the field named if refused                  |
+| ``POST /api/devices/{id}/cmd/{name}``   | one-shot command; ``?wait=S`` waits for its ack      |
+| ``GET /api/devices/{id}/snapshot``      | the last still, with its sniffed content type        |
+| ``GET /api/events[?device=ID]``         | SSE: ``devices`` (all, at once), then ``device``     |
+|                                         | per change; ``resync`` (all) after an overflow       |
+
+Why SSE rather than a WebSocket: the feed only flows one way, browsers reconnect an
+``EventSource`` by themselves, and ``curl -N`` can watch it. Each client has a bounded queue;
+a client that falls behind loses its queued events and gets one ``resync`` event carrying every
+device (``{"dropped": N, "devices": [...]}``), after which its state is whole again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+from flumph.control import ContractError, Desired, Reported, Usage
+
+from .fleet import DeviceState, Fleet, Unavailable
+
+KEEPALIVE_S = 15.0
+_CLOSE = ("close", "")
+
+
+def sync_state(desired: Desired | None, reported: Reported | None) -> str:
+    """Where the device stands against its ``desired`` version."""
+    if desired is None:
+        return "none"
+    if reported is None or reported.applied_v is None:
+        return "pending"
+    if reported.applied_v >= desired.v:
+        return "applied"
+    return "error" if reported.error else "pending"
+
+
+def _usage(reported_usage: Usage | None) -> dict[str, Any] | None:
+    if reported_usage is None:
+        return None
+    u: dict[str, Any] = reported_usage.model_dump()
+    total = u["bytes_sent"] + u["bytes_received"]
+    budget = u["budget_bytes"]
+    u["bytes_total"] = total
+    u["used_pct"] = round(100.0 * total / budget, 1) if budget else None
+    return u
+
+
+def device_view(fleet: Fleet, dev: DeviceState, *, detail: bool = False) -> dict[str, Any]:
+    desired = fleet.shadow.current(dev.device_id)
+    rep, tel = dev.reported, dev.telemetry
+    settings = rep.settings if rep is not None else {}
+    # Whichever of reported and telemetry came last says whether it streams now.
+    streaming: bool | None = None
+    if rep is not None and (tel is None or (dev.reported_at or 0) >= (dev.telemetry_at or 0)):
+        streaming = rep.streaming
+    elif tel is not None:
+        streaming = tel.streaming
+    demand = fleet.ondemand.state(dev.device_id)
+    loop_now = asyncio.get_running_loop().time()
+    view: dict[str, Any] = {
+        "id": dev.device_id,
+        "presence": fleet.presence(dev),
+        "last_seen": dev.last_seen,
+        "streaming": streaming,
+        "video": {
+            "codec": settings.get("codec"),
+            "encoder": (rep.encoder if rep else None) or (tel.encoder if tel else None),
+            "width": (tel.width if tel else None) or settings.get("width"),
+            "height": (tel.height if tel else None) or settings.get("height"),
+            "fps": tel.fps if tel else None,
+            "bitrate_kbps": tel.bitrate_kbps if tel else None,
+            "target_fps": settings.get("fps"),
+            "target_bitrate_kbps": settings.get("bitrate_kbps"),
+        },
+        "srt": tel.srt.model_dump() if tel is not None and tel.srt is not None else None,
+        "usage": _usage(tel.usage if tel is not None else None),
+        "desired": json.loads(desired.payload()) if desired is not None else None,
+        "desired_v": desired.v if desired is not None else None,
+        "applied_v": rep.applied_v if rep is not None else None,
+        "sync": sync_state(desired, rep),
+        "error": rep.error if rep is not None else None,
+        "last_set_error": dev.last_set_error,
+        "ondemand": {
+            "viewers": demand.viewers if demand else None,
+            "pinned": demand.pinned if demand else False,
+            "stops_in_s": round(max(0.0, demand.linger_until - loop_now), 1)
+            if demand is not None and demand.linger_until is not None
+            else None,
+        },
+        "snapshot": {
+            "url": f"/api/devices/{dev.device_id}/snapshot",
+            "content_type": dev.snapshot_type,
+            "bytes": len(dev.snapshot),
+            "at": dev.snapshot_at,
+        }
+        if dev.snapshot is not None
+        else None,
+        "errors": dev.errors,
+    }
+    if detail:
+        view |= {
+            "status": dev.status.model_dump() if dev.status else None,
+            "reported": rep.model_dump() if rep else None,
+            "telemetry": tel.model_dump() if tel else None,
+            "telemetry_at": dev.telemetry_at,
+            "presence_grace_s": fleet.grace_s(dev),
+            "commands": [c.view() for c in reversed(dev.commands.values())],
+            "last_ack": dev.last_ack.model_dump() if dev.last_ack else None,
+            "last_error": dev.last_error,
+        }
+    return view
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+class FeedClient:
+    def __init__(self, device: str | None, size: int) -> None:
+        self.device = device
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=size)
+        self.overflowed = False
+        self.dropped = 0
+
+    def offer(self, item: tuple[str, str]) -> None:
+        if self.overflowed:
+            self.dropped += 1
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += self.queue.qsize() + 1
+            self._drain()
+            self.overflowed = True
+            self.queue.put_nowait(("resync", ""))
+
+    def close(self) -> None:
+        self._drain()
+        self.queue.put_nowait(_CLOSE)
+
+    def _drain(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+
+class EventFeed:
+    """Fans device changes out to SSE clients, each with a bounded queue."""
+
+    def __init__(self, fleet: Fleet, *, queue_size: int = 256, max_clients: int = 100) -> None:
+        self.fleet = fleet
+        self.queue_size = queue_size
+        self.max_clients = max_clients
+        self.clients: set[FeedClient] = set()
+        self.closed = False
+        fleet.listeners.append(self._on_change)
+
+    def _on_change(self, device_id: str) -> None:
+        if not self.clients:
+            return
+        dev = self.fleet.devices.get(device_id)
+        if dev is None:
+            return
+        data = json.dumps(device_view(self.fleet, dev))
+        for client in self.clients:
+            if client.device in (None, device_id):
+                client.offer(("device", data))
+
+    def close(self) -> None:
+        """End every stream (uvicorn waits for open responses before it shuts down)."""
+        self.closed = True
+        for client in self.clients:
+            client.close()
+
+    def _all(self, device: str | None) -> list[dict[str, Any]]:
+        return [
+            device_view(self.fleet, d)
+            for d in self.fleet.devices.values()
+            if device in (None, d.device_id)
+        ]
+
+    async def stream(self, client: FeedClient) -> AsyncIterator[str]:
+        # Registered here, in the same step as the first event, so no change falls between.
+        self.clients.add(client)
+        try:
+            yield _sse("devices", json.dumps(self._all(client.device)))
+            while not self.closed:
+                try:
+                    event, data = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if event == "close":
+                    return
+                if event == "resync":
+                    client.overflowed = False
+                    doc = {"dropped": client.dropped, "devices": self._all(client.device)}
+                    client.dropped = 0
+                    yield _sse("resync", json.dumps(doc))
+                    continue
+                yield _sse(event, data)
+        finally:
+            self.clients.discard(client)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": message})
+
+
+PLACEHOLDER = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Flumph</title></head>
+<body><h1>Flumph</h1>
+<p>The dashboard page comes later. Meanwhile: <a href="/api/devices">/api/devices</a>
+(JSON), <a href="/api/events">/api/events</a> (live feed, Server-Sent Events),
+<a href="/api/health">/api/health</a>.</p></body></html>
+"""
+
+
+def add_api_routes(app: FastAPI, fleet: Fleet, feed: EventFeed) -> None:
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return PLACEHOLDER
+
+    @app.get("/api/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "mqtt": {
+                "url": fleet.mqtt.url,
+                "connected": fleet.connected,
+                "ready": fleet.ready.is_set(),
+                "error": fleet.last_connect_error,
+            },
+            "devices": len(fleet.devices),
+            "stray_messages": fleet.stray_messages,
+            "dropped_devices": fleet.dropped_devices,
+            "snapshot_bytes": fleet.snapshot_bytes,
+            "snapshots_evicted": fleet.snapshots_evicted,
+            "event_clients": len(feed.clients),
+        }
+
+    @app.get("/api/devices")
+    async def devices() -> list[dict[str, Any]]:
+        return [device_view(fleet, d) for d in sorted(fleet.devices.values(),
+                                                     key=lambda d: d.device_id)]  # fmt: skip
+
+    @app.get("/api/devices/{device_id}", response_model=None)
+    async def device(device_id: str) -> dict[str, Any] | JSONResponse:
+        dev = fleet.devices.get(device_id)
+        if dev is None:
+            return _error(404, f"no device {device_id!r} has been seen")
+        return device_view(fleet, dev, detail=True)
+
+    @app.post("/api/devices/{device_id}/set", response_model=None)
+    async def set_(device_id: str, request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            doc, published = await fleet.set(device_id, body)
+        except ContractError as e:
+            return _error(422, str(e))
+        except Unavailable as e:
+            return _error(503, str(e))
+        # 202: merged, but the broker has not acknowledged it yet (paho sends it on reconnect).
+        return JSONResponse(
+            status_code=200 if published else 202, content=json.loads(doc.payload())
+        )
+
+    @app.post("/api/devices/{device_id}/cmd/{name}", response_model=None)
+    async def command(
+        device_id: str, name: str, wait: float | None = Query(default=None, ge=0, le=60)
+    ) -> dict[str, Any] | JSONResponse:
+        try:
+            rec = await fleet.command(device_id, name, wait)
+        except ContractError as e:
+            return _error(422, str(e))
+        except Unavailable as e:
+            return _error(503, str(e))
+        if wait and rec.state == "pending":
+            return JSONResponse(status_code=504, content=rec.view())
+        return JSONResponse(status_code=200 if wait else 202, content=rec.view())
+
+    @app.get("/api/devices/{device_id}/snapshot", response_model=None)
+    async def snapshot(device_id: str) -> Response:
+        dev = fleet.devices.get(device_id)
+        if dev is None or dev.snapshot is None:
+            return _error(404, f"no snapshot from {device_id!r}")
+        at = email.utils.formatdate(dev.snapshot_at or time.time(), usegmt=True)
+        return Response(
+            dev.snapshot,
+            media_type=dev.snapshot_type,
+            headers={"Cache-Control": "no-store", "Last-Modified": at},
+        )
+
+    @app.get("/api/events", response_model=None)
+    async def events(device: str | None = None) -> StreamingResponse | JSONResponse:
+        if len(feed.clients) >= feed.max_clients:
+            return _error(503, f"too many live-feed clients (limit {feed.max_clients})")
+        client = FeedClient(device, feed.queue_size)
+        return StreamingResponse(
+            feed.stream(client),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )

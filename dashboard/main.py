@@ -1,0 +1,103 @@
+"""`flumph dashboard`: the fleet service (shadow merge, presence, on-demand streaming) and its
+HTTP API, alone. Configuration: the ``[dashboard]`` table of ``--config``, then
+``FLUMPH_DASHBOARD_*`` variables (e.g. ``FLUMPH_DASHBOARD_MQTT_PASSWORD``: keep passwords out of
+the command line), then flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+from flumph.config import ConfigError, load_config
+from flumph.logsetup import LOG_LEVELS, setup_logging
+
+from .service import DashboardConfig, DashboardService
+
+ENV_PREFIX = "FLUMPH_DASHBOARD_"
+FLAGS = (
+    "host", "port", "mqtt_url", "mqtt_username", "mqtt_password", "mqtt_prefix",
+    "mqtt_ca_file", "ondemand", "ondemand_linger_s", "presence_grace_s",
+    "heartbeat_default_s", "command_timeout_s",
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="flumph dashboard",
+        description="Fleet view and control over MQTT: device state, shadow merge of patches "
+        "on <prefix>/<dev>/set, on-demand streaming, JSON API and live feed (SSE).",
+    )
+    p.add_argument("--config", help="TOML file; its [dashboard] table is read")
+    p.add_argument("--host", help="HTTP bind address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    p.add_argument("--mqtt", dest="mqtt_url", metavar="URL", help="broker, mqtt[s]://host:port")
+    p.add_argument("--mqtt-username", help="backend account")
+    p.add_argument("--mqtt-password", help="prefer FLUMPH_DASHBOARD_MQTT_PASSWORD")
+    p.add_argument("--mqtt-prefix", help="topic prefix (default flumph)")
+    p.add_argument("--mqtt-ca-file", help="CA bundle for mqtts://")
+    p.add_argument(
+        "--no-ondemand", dest="ondemand", action="store_const", const=False,
+        help="do not start/stop streams from viewer demand",
+    )  # fmt: skip
+    p.add_argument("--ondemand-linger-s", type=float, help="default 30")
+    p.add_argument("--presence-grace-s", type=float, help="default: 1.5 x device heartbeat")
+    p.add_argument("--heartbeat-default-s", type=float, help="default 300")
+    p.add_argument("--command-timeout-s", type=float, help="default 30")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return p.parse_args(argv)
+
+
+def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> DashboardConfig:
+    return load_config(
+        DashboardConfig,
+        path=ns.config,
+        section="dashboard",
+        env_prefix=ENV_PREFIX,
+        environ=dict(os.environ if environ is None else environ),
+        flags={k: getattr(ns, k) for k in FLAGS},
+    )
+
+
+class _Server(uvicorn.Server):
+    """Ends the live-feed streams first: uvicorn waits for open responses before lifespan."""
+
+    def __init__(self, config: uvicorn.Config, before_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._before_shutdown()
+        await super().shutdown(sockets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    setup_logging(ns.log_level, json_lines=ns.log_json)
+    try:
+        cfg = load(ns)
+    except ConfigError as e:
+        logging.getLogger("flumph.dashboard").error("%s", e)
+        return 2
+    service = DashboardService(cfg)
+    server = _Server(
+        uvicorn.Config(
+            service.app(),
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        ),
+        before_shutdown=service.close_feeds,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.serve())
+    return 0 if server.started else 1

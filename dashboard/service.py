@@ -1,0 +1,126 @@
+"""The dashboard as one object: configuration, fleet service and HTTP API, started and stopped
+together (also embedded by ``flumph up``)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from pydantic import Field, ValidationError, field_validator
+
+from flumph.config import StrictModel
+from flumph.control import PREFIX_RE
+from flumph.mqtt import MqttSettings
+
+from .api import EventFeed, add_api_routes
+from .fleet import Fleet, FleetOptions
+
+
+class DashboardConfig(StrictModel):
+    host: str = Field(default="0.0.0.0", title="HTTP bind address")
+    port: int = Field(default=8000, ge=0, le=65535, title="HTTP port")
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", title="MQTT broker URL")
+    mqtt_username: str | None = Field(default=None, title="MQTT username (the backend account)")
+    mqtt_password: str | None = Field(default=None, title="MQTT password")
+    mqtt_ca_file: str | None = Field(default=None, title="CA bundle for mqtts://")
+    mqtt_prefix: str = Field(default="flumph", title="MQTT topic prefix")
+    # A server on a fixed line: notice a dead broker within a minute.
+    mqtt_keepalive_s: int = Field(default=60, ge=5, le=3600, title="MQTT keepalive")
+    ondemand: bool = Field(default=True, title="start/stop streams from the ingest's demand")
+    ondemand_linger_s: float = Field(
+        default=30.0, ge=0, le=86400, title="seconds without viewers before a stream stops"
+    )
+    presence_grace_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        title="silence before a device shows offline (default: 1.5 x its heartbeat)",
+    )
+    heartbeat_default_s: float = Field(
+        default=300.0, gt=0, le=86400, title="heartbeat assumed until telemetry announces one"
+    )
+    command_timeout_s: float = Field(default=30.0, gt=0, le=3600, title="command ack timeout")
+    max_devices: int = Field(default=10000, ge=1, le=1_000_000, title="devices tracked")
+    snapshot_max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, title="largest snapshot kept"
+    )
+    snapshot_total_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, title="stills held for the whole fleet (oldest go)"
+    )
+    events_queue: int = Field(default=256, ge=8, le=100000, title="events a feed client may lag")
+    max_event_clients: int = Field(default=100, ge=1, le=10000, title="live-feed clients")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            MqttSettings(url=v)
+        except ValidationError as e:
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return v
+
+    @field_validator("mqtt_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not PREFIX_RE.fullmatch(v):
+            raise ValueError("must be letters, digits, '-', '_', '/'")
+        return v
+
+    def mqtt_settings(self) -> MqttSettings:
+        return MqttSettings(
+            url=self.mqtt_url,
+            username=self.mqtt_username,
+            password=self.mqtt_password,
+            ca_file=self.mqtt_ca_file,
+            prefix=self.mqtt_prefix,
+            keepalive_s=self.mqtt_keepalive_s,
+        )
+
+    def fleet_options(self) -> FleetOptions:
+        return FleetOptions(
+            presence_grace_s=self.presence_grace_s,
+            heartbeat_default_s=self.heartbeat_default_s,
+            ondemand=self.ondemand,
+            ondemand_linger_s=self.ondemand_linger_s,
+            command_timeout_s=self.command_timeout_s,
+            max_devices=self.max_devices,
+            snapshot_max_bytes=self.snapshot_max_bytes,
+            snapshot_total_bytes=self.snapshot_total_bytes,
+        )
+
+
+class DashboardService:
+    def __init__(self, cfg: DashboardConfig) -> None:
+        self.cfg = cfg
+        self.fleet = Fleet(cfg.mqtt_settings(), cfg.fleet_options())
+        self.feed = EventFeed(
+            self.fleet, queue_size=cfg.events_queue, max_clients=cfg.max_event_clients
+        )
+
+    async def start(self) -> None:
+        await self.fleet.start()
+
+    async def stop(self) -> None:
+        self.feed.close()
+        await self.fleet.stop()
+
+    def close_feeds(self) -> None:
+        """End the live-feed responses; call before the HTTP server waits for open responses."""
+        self.feed.close()
+
+    def add_routes(self, app: FastAPI) -> None:
+        add_api_routes(app, self.fleet, self.feed)
+
+    def app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title="Flumph dashboard", lifespan=lifespan)
+        self.add_routes(app)
+        return app

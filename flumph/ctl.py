@@ -1,0 +1,551 @@
+"""`flumph ctl`: the ops tool, on the MQTT contract, against any broker.
+
+    flumph ctl devices                       table of every device's retained state
+    flumph ctl start ID | stop ID            patch {"streaming": true|false} on <p>/ID/set
+    flumph ctl set ID key=value...           any settings patch on <p>/ID/set
+    flumph ctl snapshot ID [-o FILE]         cmd/snapshot, then the new retained still
+    flumph ctl cmd ID keyframe|restart       one-shot command, waits for its ack
+    flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
+
+Patches go to ``set`` (never straight to ``desired``) so that whichever backend owns the shadow
+merges them; ``--confirm`` waits until it has. Values in ``key=value`` are JSON when they parse
+(``bitrate_kbps=300``, ``streaming=true``), else strings (``codec=av1``), and are validated here
+before anything is sent. Broker and account: ``--mqtt URL --username U --password P`` or
+``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``, ``FLUMPH_CTL_PASSWORD`` (or a ``[ctl]`` table).
+
+Exit codes: 0 done; 1 runtime failure (broker unreachable or refusing, timeout, device error);
+2 usage or validation error (the message names the key or value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from flumph.config import ConfigError, StrictModel, load_config
+from flumph.control import (
+    PREFIX_RE,
+    Ack,
+    Command,
+    ContractError,
+    Demand,
+    Message,
+    Reported,
+    Status,
+    Telemetry,
+    TopicKind,
+    Topics,
+    check_device_id,
+    decode,
+    decode_desired,
+    validate_patch,
+)
+from flumph.mqtt import MqttSettings, make_client
+
+ENV_PREFIX = "FLUMPH_CTL_"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+WATCHED: tuple[TopicKind, ...] = (
+    "status", "telemetry", "reported", "desired", "ack", "demand", "snapshot",
+)  # fmt: skip
+
+
+class CtlError(Exception):
+    """A runtime failure: exit code 1."""
+
+
+class CtlConfig(StrictModel):
+    mqtt: str = Field(default="mqtt://127.0.0.1:1883", title="broker URL")
+    username: str | None = Field(default=None, title="MQTT username (an ops account)")
+    password: str | None = Field(default=None, title="MQTT password")
+    ca_file: str | None = Field(default=None, title="CA bundle for mqtts://")
+    prefix: str = Field(default="flumph", title="topic prefix")
+    timeout_s: float = Field(default=10.0, gt=0, le=3600, title="connect and wait timeout")
+
+    @field_validator("mqtt")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            MqttSettings(url=v)
+        except ValidationError as e:
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not PREFIX_RE.fullmatch(v):
+            raise ValueError("must be letters, digits, '-', '_', '/'")
+        return v
+
+    def settings(self) -> MqttSettings:
+        return MqttSettings(
+            url=self.mqtt,
+            username=self.username,
+            password=self.password,
+            ca_file=self.ca_file,
+            prefix=self.prefix,
+            keepalive_s=60,
+        )
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["bitrate_kbps=300", "codec=av1"]`` → a validated patch; ContractError names the item."""
+    patch: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ContractError(f"{item!r} is not key=value")
+        try:
+            patch[key] = json.loads(text)
+        except ValueError:
+            patch[key] = text
+    if not patch:
+        raise ContractError("give at least one key=value")
+    return validate_patch(patch)
+
+
+def snapshot_extension(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp" and b"avi" in data[8:64]:
+        return "avif"
+    return "bin"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}MB" if n < 1e9 else f"{n / 1e9:.2f}GB"
+
+
+def describe(kind: str, payload: bytes) -> str:
+    """One human line for one message (the ``watch`` output); never raises on bad payloads."""
+    try:
+        return _describe(kind, payload)
+    except ContractError as e:
+        return f"INVALID: {e}"
+
+
+def _describe(kind: str, payload: bytes) -> str:
+    if kind == "snapshot":
+        return f"{len(payload)} bytes ({snapshot_extension(payload)})" if payload else "cleared"
+    if not payload:
+        return "cleared"
+    if kind == "status":
+        return decode(Status, payload).state
+    if kind == "desired":
+        d = decode_desired(payload)
+        return f"v{d.v} {json.dumps(d.settings_patch(), sort_keys=True)}"
+    if kind == "reported":
+        r = decode(Reported, payload)
+        state = "streaming" if r.streaming else "idle"
+        err = f" error={r.error}" if r.error else ""
+        return f"applied v{r.applied_v} {state} encoder={r.encoder}{err}"
+    if kind == "ack":
+        a = decode(Ack, payload)
+        return f"{a.id} ok" if a.ok else f"{a.id} FAILED: {a.error}"
+    if kind == "demand":
+        return f"viewers={decode(Demand, payload).viewers}"
+    t = decode(Telemetry, payload)
+    parts = ["streaming" if t.streaming else "idle"]
+    if t.fps is not None:
+        parts.append(f"fps={t.fps:.1f}")
+    if t.bitrate_kbps is not None:
+        parts.append(f"kbps={t.bitrate_kbps:.0f}")
+    if t.srt is not None and t.srt.rtt_ms is not None:
+        parts.append(f"rtt={t.srt.rtt_ms:.0f}ms loss={t.srt.loss_pct or 0:.1f}%")
+    if t.usage is not None:
+        used = t.usage.bytes_sent + t.usage.bytes_received
+        budget = f"/{_mb(t.usage.budget_bytes)}" if t.usage.budget_bytes else ""
+        parts.append(f"used={_mb(used)}{budget}")
+    if t.heartbeat_s is not None:
+        parts.append(f"heartbeat={t.heartbeat_s:.0f}s")
+    return " ".join(parts)
+
+
+# --- one synchronous MQTT session -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Msg:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Session:
+    """A paho client used synchronously: connect, subscribe, publish, read messages."""
+
+    def __init__(self, cfg: CtlConfig) -> None:
+        self.cfg = cfg
+        self.settings = cfg.settings()
+        self.topics = Topics(cfg.prefix)
+        self.messages: queue.Queue[Msg] = queue.Queue(maxsize=10000)
+        self.dropped = 0
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        self._filters: list[str] = []
+        self._subacks: set[int] = set()
+        self._lock = threading.Lock()
+        self.client = make_client(self.settings, client_id=f"flumph-ctl-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._refused = str(reason)
+            return
+        if self._filters:  # a reconnect (clean session): subscribe again
+            client.subscribe([(f, 1) for f in self._filters])
+        self._connected.set()
+
+    def _on_subscribe(self, _c: Any, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        with self._lock:
+            self._subacks.add(mid)
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        try:
+            self.messages.put_nowait(Msg(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        except queue.Full:
+            self.dropped += 1
+
+    def connect(self) -> None:
+        s = self.settings
+        try:
+            self.client.connect(s.host, s.port, keepalive=s.keepalive_s)
+        except OSError as e:
+            raise CtlError(f"cannot reach MQTT broker {s.url}: {e}") from None
+        self.client.loop_start()
+        deadline = time.monotonic() + self.cfg.timeout_s
+        while not self._connected.wait(0.05):
+            if self._refused is not None:
+                raise CtlError(f"MQTT broker {s.url} refused the connection: {self._refused}")
+            if time.monotonic() > deadline:
+                raise CtlError(f"no answer from MQTT broker {s.url} in {self.cfg.timeout_s} s")
+
+    def subscribe(self, filters: list[str]) -> None:
+        self._filters += filters
+        _, mid = self.client.subscribe([(f, 1) for f in filters])
+        deadline = time.monotonic() + self.cfg.timeout_s
+        while True:
+            with self._lock:
+                if mid in self._subacks:
+                    return
+            if time.monotonic() > deadline:
+                raise CtlError("the broker did not confirm the subscription")
+            time.sleep(0.01)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(self.cfg.timeout_s)
+        except (RuntimeError, ValueError) as e:
+            raise CtlError(f"publish to {topic} failed: {e}") from None
+        if not info.is_published():
+            raise CtlError(f"the broker did not acknowledge the publish to {topic}")
+
+    def next(self, deadline: float | None) -> Msg | None:
+        """The next message, or None once ``deadline`` (monotonic) has passed."""
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return self.messages.get(timeout=wait)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_devices(s: Session, ns: argparse.Namespace) -> int:
+    kinds: tuple[TopicKind, ...] = ("status", "reported", "desired", "demand")
+    s.subscribe([s.topics.every(k) for k in kinds])
+    rows: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + ns.wait
+    while (msg := s.next(deadline)) is not None:
+        try:
+            parsed = s.topics.parse(msg.topic)
+        except ContractError:
+            continue
+        row = rows.setdefault(parsed.device_id, {"device": parsed.device_id})
+        row[parsed.kind] = _field(parsed.kind, msg.payload)
+    table = [rows[k] for k in sorted(rows)]
+    if ns.json:
+        print(json.dumps(table, indent=2))
+        return EXIT_OK
+    if not table:
+        print("no devices (no retained status, reported or desired)", file=sys.stderr)
+        return EXIT_OK
+    header = ("DEVICE", "STATUS", "STREAMING", "WANTED", "DESIRED", "APPLIED", "VIEWERS",
+              "ENCODER", "ERROR")  # fmt: skip
+    lines = [header] + [_row(r) for r in table]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _field(kind: str, payload: bytes) -> Any:
+    if not payload:
+        return None
+    try:
+        if kind == "desired":
+            return json.loads(decode_desired(payload).payload())
+        models: dict[str, type[Message]] = {
+            "status": Status, "reported": Reported, "demand": Demand,
+        }  # fmt: skip
+        return decode(models[kind], payload).model_dump()
+    except ContractError as e:
+        return {"invalid": str(e)}
+
+
+def _row(r: dict[str, Any]) -> tuple[str, ...]:
+    def get(kind: str, key: str) -> Any:
+        doc = r.get(kind)
+        if isinstance(doc, dict) and "invalid" in doc:
+            return "invalid"
+        return doc.get(key) if isinstance(doc, dict) else None
+
+    def text(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return str(v)
+
+    return (
+        r["device"],
+        text(get("status", "state")),
+        text(get("reported", "streaming")),
+        text(get("desired", "streaming")),
+        text(get("desired", "v")),
+        text(get("reported", "applied_v")),
+        text(get("demand", "viewers")),
+        text(get("reported", "encoder")),
+        text(get("reported", "error")),
+    )
+
+
+def send_patch(s: Session, device_id: str, patch: dict[str, Any], confirm: bool) -> int:
+    if confirm:
+        s.subscribe([s.topics.desired(device_id)])
+    s.publish(s.topics.set(device_id), json.dumps(patch).encode())
+    print(f"sent {json.dumps(patch)} to {s.topics.set(device_id)}")
+    if not confirm:
+        return EXIT_OK
+    deadline = time.monotonic() + s.cfg.timeout_s
+    while (msg := s.next(deadline)) is not None:
+        if msg.retain or not msg.payload:
+            continue  # the document as it was before our patch
+        try:
+            doc = decode_desired(msg.payload)
+        except ContractError:
+            continue
+        settings = doc.settings_patch()
+        if all(settings.get(k) == v for k, v in patch.items()):
+            print(f"desired is now v{doc.v}: {json.dumps(settings, sort_keys=True)}")
+            return EXIT_OK
+    raise CtlError(
+        f"no backend merged the patch into {s.topics.desired(device_id)} within "
+        f"{s.cfg.timeout_s} s (is the dashboard running? was the patch refused?)"
+    )
+
+
+def _wait_ack(s: Session, device_id: str, cid: str, deadline: float) -> Ack | None:
+    while (msg := s.next(deadline)) is not None:
+        if msg.topic == s.topics.ack(device_id):
+            try:
+                ack = decode(Ack, msg.payload)
+            except ContractError:
+                continue
+            if ack.id == cid:
+                return ack
+    return None
+
+
+def cmd_command(s: Session, device_id: str, name: str) -> int:
+    s.subscribe([s.topics.ack(device_id)])
+    cid = uuid.uuid4().hex[:16]
+    s.publish(s.topics.cmd(device_id, name), Command(id=cid).payload())
+    ack = _wait_ack(s, device_id, cid, time.monotonic() + s.cfg.timeout_s)
+    if ack is None:
+        raise CtlError(f"{device_id} did not acknowledge {name} within {s.cfg.timeout_s} s")
+    if not ack.ok:
+        raise CtlError(f"{device_id} refused {name}: {ack.error}")
+    print(f"{device_id}: {name} ok")
+    return EXIT_OK
+
+
+def cmd_snapshot(s: Session, device_id: str, output: str | None) -> int:
+    s.subscribe([s.topics.snapshot(device_id), s.topics.ack(device_id)])
+    cid = uuid.uuid4().hex[:16]
+    s.publish(s.topics.cmd(device_id, "snapshot"), Command(id=cid).payload())
+    deadline = time.monotonic() + s.cfg.timeout_s
+    while (msg := s.next(deadline)) is not None:
+        if msg.topic == s.topics.snapshot(device_id):
+            if msg.retain or not msg.payload:
+                continue  # the previous still, delivered because we subscribed
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path(output or f"{device_id}-{stamp}.{snapshot_extension(msg.payload)}")
+            path.write_bytes(msg.payload)
+            print(f"{path} ({len(msg.payload)} bytes)")
+            return EXIT_OK
+        if msg.topic == s.topics.ack(device_id):
+            try:
+                ack = decode(Ack, msg.payload)
+            except ContractError:
+                continue
+            if ack.id == cid and not ack.ok:
+                raise CtlError(f"{device_id} refused the snapshot: {ack.error}")
+    raise CtlError(f"no new snapshot from {device_id} within {s.cfg.timeout_s} s")
+
+
+def cmd_watch(s: Session, device_id: str | None, count: int | None) -> int:
+    if device_id is None:
+        filters = [s.topics.every(k) for k in WATCHED]
+    else:
+        filters = [getattr(s.topics, k)(device_id) for k in WATCHED]
+    s.subscribe(filters)
+    printed = 0
+    while count is None or printed < count:
+        msg = s.next(None)
+        if msg is None:
+            continue
+        try:
+            parsed = s.topics.parse(msg.topic)
+        except ContractError:
+            continue
+        when = time.strftime("%H:%M:%S")
+        mark = " (retained)" if msg.retain else ""
+        line = f"{when} {parsed.device_id} {parsed.kind}{mark} {describe(parsed.kind, msg.payload)}"
+        print(line, flush=True)
+        printed += 1
+    return EXIT_OK
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("broker")
+    sup = argparse.SUPPRESS
+    g.add_argument("--mqtt", metavar="URL", default=sup, help="mqtt[s]://host:port")
+    g.add_argument("--username", default=sup, help="MQTT username (env FLUMPH_CTL_USERNAME)")
+    g.add_argument("--password", default=sup, help="prefer env FLUMPH_CTL_PASSWORD")
+    g.add_argument("--ca-file", default=sup, help="CA bundle for mqtts://")
+    g.add_argument("--prefix", default=sup, help="topic prefix (default flumph)")
+    g.add_argument("--timeout", dest="timeout_s", type=float, default=sup, help="seconds (10)")
+    g.add_argument("--config", default=sup, help="TOML file; its [ctl] table is read")
+
+    p = argparse.ArgumentParser(
+        prog="flumph ctl",
+        parents=[common],
+        description="Ops tool: list, start, stop, configure and watch devices over MQTT.",
+        epilog="Exit codes: 0 ok, 1 runtime failure (broker, timeout), 2 usage/validation.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    d = sub.add_parser("devices", parents=[common], help="table of the devices' retained state")
+    d.add_argument("--wait", type=float, default=1.0, help="seconds to collect (default 1)")
+    d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name, text in (("start", "stream now"), ("stop", "stop streaming")):
+        c = sub.add_parser(name, parents=[common], help=f"{text}: patch on <prefix>/ID/set")
+        c.add_argument("device")
+        c.add_argument("--confirm", action="store_true", help="wait until desired has it")
+    c = sub.add_parser("set", parents=[common], help="patch settings: set ID key=value...")
+    c.add_argument("device")
+    c.add_argument("assign", nargs="+", metavar="key=value")
+    c.add_argument("--confirm", action="store_true", help="wait until desired has it")
+    c = sub.add_parser("snapshot", parents=[common], help="take a still and save it")
+    c.add_argument("device")
+    c.add_argument("-o", "--output", help="file (default ID-YYYYmmdd-HHMMSS.jpg|avif)")
+    c = sub.add_parser("cmd", parents=[common], help="one-shot command: keyframe or restart")
+    c.add_argument("device")
+    c.add_argument("name", choices=("keyframe", "restart", "snapshot"))
+    c = sub.add_parser("watch", parents=[common], help="print messages until Ctrl-C")
+    c.add_argument("device", nargs="?")
+    c.add_argument("--count", type=int, help="exit after this many lines")
+    return p
+
+
+def _config(ns: argparse.Namespace) -> CtlConfig:
+    flags = {k: getattr(ns, k, None) for k in CtlConfig.model_fields}
+    return load_config(
+        CtlConfig,
+        path=getattr(ns, "config", None),
+        section="ctl",
+        env_prefix=ENV_PREFIX,
+        flags=flags,
+    )
+
+
+def _patch(ns: argparse.Namespace) -> dict[str, Any]:
+    if ns.command == "start":
+        return {"streaming": True}
+    if ns.command == "stop":
+        return {"streaming": False}
+    return parse_assignments(ns.assign)
+
+
+def run(ns: argparse.Namespace, cfg: CtlConfig) -> int:
+    device = getattr(ns, "device", None)
+    patch: dict[str, Any] | None = None
+    # Everything that can be checked without the broker is checked first (exit 2).
+    if device is not None:
+        check_device_id(device)
+    if ns.command in ("start", "stop", "set"):
+        patch = _patch(ns)
+    s = Session(cfg)
+    try:
+        s.connect()
+        if ns.command == "devices":
+            return cmd_devices(s, ns)
+        if patch is not None:
+            return send_patch(s, ns.device, patch, ns.confirm)
+        if ns.command == "snapshot":
+            return cmd_snapshot(s, ns.device, ns.output)
+        if ns.command == "cmd":
+            return cmd_command(s, ns.device, ns.name)
+        return cmd_watch(s, device, ns.count)
+    finally:
+        s.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    ns = parser.parse_args(args)  # exits 2 on a usage error
+    try:
+        cfg = _config(ns)
+        return run(ns, cfg)
+    except (ContractError, ConfigError) as e:
+        print(f"flumph ctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CtlError as e:
+        print(f"flumph ctl: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,281 @@
+"""`flumph ctl` against Debian's mosquitto (password file + the deploy ACL, ops account): what
+lands on the broker is read back with mosquitto_sub; the devices are small paho peers; the
+backend for --confirm is a real `flumph dashboard` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from flumph.control import Topics
+from flumph.ctl import main as ctl_main
+from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, start_mosquitto
+from tests.conftest import free_port
+from tests.test_fleet_service import USERS, FakeDevice, start_dashboard
+
+T = Topics()
+DEVICES = [f"cam{i}" for i in range(1, 10)]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    users = {u: p for u, p in USERS.items() if not u.startswith("cam") or u in DEVICES}
+    b = start_mosquitto(tmp_path_factory.mktemp("ctl"), users)
+    yield b
+    b.stop()
+
+
+def ctl_env(broker: Broker | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUMPH_")}
+    if broker is not None:
+        env |= {
+            "FLUMPH_CTL_MQTT": broker.url,
+            "FLUMPH_CTL_USERNAME": OPS_USER,
+            "FLUMPH_CTL_PASSWORD": OPS_PASSWORD,
+        }
+    return env
+
+
+def ctl(broker: Broker | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "flumph", "ctl", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ctl_env(broker), timeout=timeout)
+
+
+@pytest.fixture
+def devices(broker: Broker) -> Iterator[Callable[..., FakeDevice]]:
+    made: list[FakeDevice] = []
+
+    def make(device_id: str, **kw: Any) -> FakeDevice:
+        made.append(FakeDevice(broker, device_id, **kw))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+
+
+class Sub:
+    """mosquitto_sub in debug mode, so that we know when its subscription is in place."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        # stdbuf: mosquitto_sub's stdout is block-buffered into a pipe.
+        cmd = ["stdbuf", "-oL", "mosquitto_sub", *broker.cli_auth(OPS_USER), "-d", "-v",
+               "-q", "1", "-t", topic]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.subscribed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert self.subscribed.wait(15), "mosquitto_sub did not subscribe"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("Subscribed"):
+                self.subscribed.set()
+            self.lines.append(line.rstrip("\n"))
+
+    def publishes(self, topic: str, n: int, timeout: float = 15) -> list[tuple[str, str]]:
+        """(header, payload) of the first ``n`` messages on ``topic``; the header shows r0/r1."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out, header = [], ""
+            for line in list(self.lines):
+                if "received PUBLISH" in line:
+                    header = line
+                elif line.startswith(topic + " "):
+                    out.append((header, line[len(topic) + 1 :]))
+            if len(out) >= n:
+                return out[:n]
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {n} messages on {topic}:\n" + "\n".join(self.lines))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+# --- exit codes for bad input (checked before any connection: the URL is never reached) -----
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["set", "cam1", "bogus=1"], "unknown setting(s) bogus"),
+        (["set", "cam1", "bitrate_kbps=5"], "bitrate_kbps"),
+        (["set", "cam1", "codec=mpeg2"], "codec"),
+        (["set", "cam1", "streaming"], "'streaming' is not key=value"),
+        (["start", "Cam_1"], "device id 'Cam_1'"),
+        (["--timeout", "-1", "devices"], "timeout_s"),
+        (["--mqtt", "http://example", "devices"], "mqtt"),
+    ],
+)
+def test_bad_input_exits_2_naming_it(
+    args: list[str], fragment: str, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    for k in [k for k in os.environ if k.startswith("FLUMPH_")]:
+        monkeypatch.delenv(k)
+    # A port nothing listens on: validation must come first.
+    monkeypatch.setenv("FLUMPH_CTL_MQTT", f"mqtt://127.0.0.1:{free_port()}")
+    assert ctl_main(args) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_command_line_usage_errors_and_help() -> None:
+    r = ctl(None, "frobnicate")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = ctl(None)
+    assert r.returncode == 2 and "COMMAND" in r.stderr
+    r = ctl(None, "--help")
+    assert r.returncode == 0 and "Exit codes" in r.stdout
+    env_typo = ctl_env(None) | {"FLUMPH_CTL_PASWORD": "x"}
+    r = subprocess.run([sys.executable, "-m", "flumph", "ctl", "devices"], capture_output=True,
+                       text=True, env=env_typo, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "FLUMPH_CTL_PASWORD names no setting" in r.stderr
+
+
+def test_unreachable_or_refusing_broker_exits_1(broker: Broker) -> None:
+    r = ctl(None, "--mqtt", f"mqtt://127.0.0.1:{free_port()}", "start", "cam1")
+    assert r.returncode == 1 and "cannot reach MQTT broker" in r.stderr
+    r = ctl(broker, "--password", "wrong", "devices")
+    assert r.returncode == 1 and "refused the connection" in r.stderr, r.stderr
+
+
+# --- patches on the broker ------------------------------------------------------------------
+
+
+def test_start_stop_set_publish_patches_on_set(broker: Broker) -> None:
+    sub = Sub(broker, T.set("cam1"))
+    try:
+        assert ctl(broker, "start", "cam1").returncode == 0
+        assert ctl(broker, "stop", "cam1").returncode == 0
+        r = ctl(broker, "set", "cam1", "bitrate_kbps=300", "codec=av1", "keyint_s=2.5")
+        assert r.returncode == 0 and "sent" in r.stdout
+        got = sub.publishes(T.set("cam1"), 3)
+        assert [json.loads(p) for _, p in got] == [
+            {"streaming": True},
+            {"streaming": False},
+            {"bitrate_kbps": 300, "codec": "av1", "keyint_s": 2.5},
+        ]
+        assert all("q1, r0" in header for header, _ in got), got  # QoS 1, never retained
+    finally:
+        sub.close()
+
+
+def test_confirm_waits_for_the_backend_merge(broker: Broker, tmp_path: Path) -> None:
+    r = ctl(broker, "--timeout", "1", "set", "cam2", "fps=12", "--confirm")
+    assert r.returncode == 1 and "no backend merged the patch" in r.stderr
+    dash = start_dashboard(tmp_path, broker)
+    try:
+        r = ctl(broker, "set", "cam2", "fps=12", "--confirm")
+        assert r.returncode == 0, r.stderr
+        assert 'desired is now v1: {"fps": 12}' in r.stdout
+        r = ctl(broker, "start", "cam2", "--confirm")
+        assert 'desired is now v2: {"fps": 12, "streaming": true}' in r.stdout
+    finally:
+        dash.stop()
+
+
+# --- reading the fleet ----------------------------------------------------------------------
+
+
+def test_devices_table_from_retained_state(
+    broker: Broker, devices: Callable[..., FakeDevice]
+) -> None:
+    dev = devices("cam3")
+    dev.birth()
+    reported = {"applied_v": 4, "settings": {}, "encoder": "libsvtav1", "streaming": True}
+    dev.publish("reported", json.dumps(reported).encode(), retain=True)
+    subprocess.run(
+        ["mosquitto_pub", *broker.cli_auth(OPS_USER), "-q", "1", "-r", "-t", T.desired("cam3"),
+         "-m", '{"v": 5, "streaming": true}'], check=True, timeout=15,
+    )  # fmt: skip
+    other = devices("cam4")
+    other.publish("reported", b'{"applied_v": "x"}', retain=True)
+    r = ctl(broker, "devices")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()}
+    assert rows["DEVICE"][:6] == ["DEVICE", "STATUS", "STREAMING", "WANTED", "DESIRED", "APPLIED"]
+    assert rows["cam3"] == ["cam3", "online", "yes", "yes", "5", "4", "-", "libsvtav1", "-"]
+    assert rows["cam4"][:6] == ["cam4", "-", "invalid", "-", "-", "invalid"]
+    listed = {d["device"]: d for d in json.loads(ctl(broker, "devices", "--json").stdout)}
+    assert listed["cam3"]["desired"] == {"v": 5, "streaming": True}
+    assert "applied_v" in listed["cam4"]["reported"]["invalid"]
+
+
+def test_snapshot_waits_for_a_new_still(
+    broker: Broker, devices: Callable[..., FakeDevice], tmp_path: Path
+) -> None:
+    new = cv2.imencode(".jpg", np.full((72, 128, 3), 200, np.uint8))[1].tobytes()
+    dev = devices("cam5", snapshot=new)
+    dev.publish("snapshot", b"\xff\xd8\xff old still", retain=True)
+    out = tmp_path / "still.jpg"
+    r = ctl(broker, "snapshot", "cam5", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == new and f"({len(new)} bytes)" in r.stdout
+    devices("cam6", answer=False)
+    r = ctl(broker, "--timeout", "1", "snapshot", "cam6", "-o", str(tmp_path / "none"))
+    assert r.returncode == 1 and "no new snapshot from cam6" in r.stderr
+    assert not (tmp_path / "none").exists()
+    devices("cam7", ack_error="snapshot: camera busy")
+    r = ctl(broker, "snapshot", "cam7", "-o", str(tmp_path / "none"))
+    assert r.returncode == 1 and "refused the snapshot: snapshot: camera busy" in r.stderr
+
+
+def test_cmd_waits_for_the_ack(broker: Broker, devices: Callable[..., FakeDevice]) -> None:
+    dev = devices("cam8")
+    r = ctl(broker, "cmd", "cam8", "keyframe")
+    assert r.returncode == 0 and "keyframe ok" in r.stdout
+    assert [name for name, _ in dev.commands] == ["keyframe"]
+
+
+def test_watch_prints_lines_until_count_or_ctrl_c(
+    broker: Broker, devices: Callable[..., FakeDevice]
+) -> None:
+    dev = devices("cam9")
+    dev.birth()
+    cmd = [sys.executable, "-m", "flumph", "ctl", "watch", "cam9", "--count", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=ctl_env(broker))
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            dev.telemetry(streaming=False, heartbeat_s=300)
+            time.sleep(0.2)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("cam9 status (retained) online"), lines
+    assert lines[1].endswith("cam9 telemetry idle heartbeat=300s"), lines
+    # Without --count it runs until Ctrl-C, which is a normal end.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flumph", "ctl", "watch"], stdout=subprocess.PIPE, text=True,
+        env=ctl_env(broker),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "status (retained)" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
