@@ -31,3 +31,8 @@ def setup_logging(level: str = "info", *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # amqtt logs every connection and its state machine ('transitions') every step at INFO:
+    # useful when debugging the broker, noise otherwise.
+    if level != "debug":
+        for name in ("transitions", "amqtt"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,8 +1,13 @@
-"""`flumph up`: the backend in one process on the embedded defaults.
+"""`flumph up`: the whole backend in one process on the embedded defaults.
 
-Today that is the ingest (SRT listener, WebSocket relay and a player page); the broker and the
-dashboard join it as their components land. ``--demo`` also runs a device agent on the synthetic
-camera, as a child process exactly as a device would run it, so live video shows at once.
+The embedded MQTT broker, the ingest and the dashboard (fleet service) share one event loop and
+one FastAPI app; their paths do not overlap, so the app is served on the ingest's port (8080) and
+the dashboard's (8000) alike and every documented path answers on both. ``--demo`` also runs a
+device agent on the synthetic camera as a child process, exactly as a device would run it
+(MQTT control, SRT media), so the dashboard has a live camera at once.
+
+Everything binds to loopback unless ``--host`` says otherwise: the embedded defaults have no
+passwords, and an open broker or dashboard must be a decision, not an accident.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
-from flumph.config import ConfigError
+from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
 
 log = logging.getLogger("flumph.up")
@@ -24,62 +32,149 @@ DEMO_DEVICE = "demo"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="flumph up", description="Run the whole backend in one process."
+        prog="flumph up",
+        description="Run the whole backend in one process: MQTT broker, SRT ingest, dashboard.",
     )
-    p.add_argument("--demo", action="store_true", help="also stream a synthetic camera")
-    p.add_argument("--config", help="TOML file ([ingest] table)")
-    p.add_argument("--host", default=None, help="HTTP bind address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default 8080)")
-    p.add_argument("--srt-port", type=int, default=None, help="SRT UDP port (default 8890)")
+    p.add_argument("--demo", action="store_true", help="also run an agent on a synthetic camera")
+    p.add_argument("--config", help="TOML file with [broker], [ingest] and [dashboard] tables")
+    p.add_argument("--host", default="127.0.0.1", help="bind address for every port (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="ingest HTTP/WebSocket port (8080)")
+    p.add_argument("--dashboard-port", type=int, default=8000, help="dashboard port (8000)")
+    p.add_argument("--srt-port", type=int, default=8890, help="SRT UDP port (8890)")
+    p.add_argument("--mqtt-port", type=int, default=1883, help="MQTT port (1883)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="broker and demo-agent state (default ~/.local/state/flumph)",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true")
     return p.parse_args(argv)
 
 
-def _agent_cmd(srt_port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "flumph", "agent",
-        "--device-id", DEMO_DEVICE,
-        "--ingest", f"srt://127.0.0.1:{srt_port}",
-        "--source", "synthetic",
-        "--stream",
-    ]  # fmt: skip
+def _free(host: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _check_ports(ns: argparse.Namespace) -> str | None:
+    wanted = [
+        ("--port", ns.port, socket.SOCK_STREAM),
+        ("--dashboard-port", ns.dashboard_port, socket.SOCK_STREAM),
+        ("--mqtt-port", ns.mqtt_port, socket.SOCK_STREAM),
+        ("--srt-port", ns.srt_port, socket.SOCK_DGRAM),
+    ]
+    for flag, port, kind in wanted:
+        if port and not _free(ns.host, port, kind):
+            proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+            return f"{ns.host}:{port}/{proto} is in use: stop what holds it or choose {flag}"
+    return None
+
+
+class _Server:
+    """Two uvicorn servers over one app; only the first runs the lifespan and owns signals."""
+
+    def __init__(self, app: Any, host: str, ports: list[int], before_shutdown: Callable[[], None]):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                # Live-feed responses never end by themselves; uvicorn would wait for them.
+                before_shutdown()
+                await super().shutdown(sockets)
+
+        self.servers = [
+            Server(
+                uvicorn.Config(
+                    app,
+                    host=host,
+                    port=port,
+                    log_level="warning",
+                    lifespan="on" if i == 0 else "off",
+                    timeout_graceful_shutdown=5,
+                )
+            )
+            for i, port in enumerate(ports)
+        ]
+
+    async def serve(self) -> bool:
+        main, *others = self.servers
+        side = [asyncio.create_task(s.serve(), name=f"http-{i}") for i, s in enumerate(others)]
+        try:
+            await main.serve()
+        finally:
+            for s in others:
+                s.should_exit = True
+            await asyncio.gather(*side, return_exceptions=True)
+        return main.started
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
+    from fastapi import FastAPI
 
-    from flumph.ingest.main import load as load_ingest
-    from flumph.ingest.service import IngestService
+    from flumph.broker.config import BrokerSettings, check_settings
+    from flumph.broker.server import EmbeddedBroker
+    from flumph.dashboard.service import DashboardConfig, DashboardService
+    from flumph.ingest.service import IngestConfig, IngestService
 
     ns = parse_args(argv)
     setup_logging(ns.log_level, json_lines=ns.log_json)
-    ingest_ns = argparse.Namespace(
-        config=ns.config, host=ns.host, port=ns.port, srt_host=None, srt_port=ns.srt_port,
-        srt_latency_ms=None, max_streams=None, max_viewers_per_stream=None,
-        reconnect_grace_s=None, mqtt_url=None,
-    )  # fmt: skip
+    problem = _check_ports(ns)
+    if problem:
+        log.error("%s", problem)
+        return 1
+    state = (
+        ns.state_dir
+        or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "flumph"
+    )
+    mqtt_url = f"mqtt://127.0.0.1:{ns.mqtt_port}"
     try:
-        cfg = load_ingest(ingest_ns)
+        broker_cfg = load_config(
+            BrokerSettings, path=ns.config, section="broker", env_prefix="FLUMPH_BROKER_",
+            flags={"host": ns.host, "port": ns.mqtt_port, "state_dir": state / "broker"},
+        )  # fmt: skip
+        check_settings(broker_cfg)
+        ingest_cfg = load_config(
+            IngestConfig, path=ns.config, section="ingest", env_prefix="FLUMPH_INGEST_",
+            flags={"host": ns.host, "port": ns.port, "srt_host": ns.host,
+                   "srt_port": ns.srt_port, "mqtt_url": mqtt_url},
+        )  # fmt: skip
+        dash_cfg = load_config(
+            DashboardConfig, path=ns.config, section="dashboard", env_prefix="FLUMPH_DASHBOARD_",
+            flags={"host": ns.host, "port": ns.dashboard_port, "mqtt_url": mqtt_url},
+        )  # fmt: skip
     except ConfigError as e:
         log.error("%s", e)
         return 2
-    service = IngestService(cfg)
+    broker = EmbeddedBroker(broker_cfg)
+    ingest = IngestService(ingest_cfg)
+    dashboard = DashboardService(dash_cfg)
     agent: asyncio.subprocess.Process | None = None
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: object) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nonlocal agent
-        await service.start()
-        host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+        await broker.start()
+        await ingest.start()
+        await dashboard.start()
         if ns.demo:
-            assert service.srt_server is not None
-            cmd = _agent_cmd(service.srt_server.port)
-            agent = await asyncio.create_subprocess_exec(*cmd, env=dict(os.environ))
-            url = f"http://{host}:{cfg.port}/view/{DEMO_DEVICE}"
-        else:
-            url = f"http://{host}:{cfg.port}/api/streams"
-        print(f"Flumph is up: open {url}", flush=True)
+            assert ingest.srt_server is not None
+            cmd = [
+                sys.executable, "-m", "flumph", "agent",
+                "--device-id", DEMO_DEVICE,
+                "--mqtt", mqtt_url,
+                "--ingest", f"srt://127.0.0.1:{ingest.srt_server.port}",
+                "--source", "synthetic",
+                "--state-dir", str(state / "demo-agent"),
+                "--stream",
+            ]  # fmt: skip
+            agent = await asyncio.create_subprocess_exec(*cmd)
+        shown = "127.0.0.1" if ns.host in ("0.0.0.0", "::") else ns.host
+        print(f"Flumph is up: open http://{shown}:{ns.dashboard_port}/", flush=True)
         try:
             yield
         finally:
@@ -89,18 +184,16 @@ def main(argv: list[str] | None = None) -> int:
                     await asyncio.wait_for(agent.wait(), 10)
                 except TimeoutError:
                     agent.kill()
-            await service.stop()
-
-    from fastapi import FastAPI
+            await dashboard.stop()
+            await ingest.stop()
+            await broker.stop()
 
     app = FastAPI(title="Flumph", lifespan=lifespan)
-    service.add_routes(app)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=cfg.host, port=cfg.port, log_level="warning",
-            ws_max_size=cfg.max_message_bytes,
-        )
-    )  # fmt: skip
+    ingest.add_routes(app)
+    dashboard.add_routes(app)
+    ports = [ns.port] if ns.dashboard_port == ns.port else [ns.port, ns.dashboard_port]
+    server = _Server(app, ns.host, ports, dashboard.close_feeds)
+    started = False
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
-    return 0 if server.started else 1
+        started = asyncio.run(server.serve())
+    return 0 if started else 1
