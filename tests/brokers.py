@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,198 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     b = start_mosquitto(tmp_path)
     yield b
     b.stop()
+
+
+# --- the embedded broker (flumph broker), and plain amqtt for comparison -------------------------
+
+OPS_USER, OPS_PASSWORD = "flumph-ops", "ops-secret"
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLUMPH_")}
+
+
+def write_passwd(path: Path, users: dict[str, str]) -> Path:
+    from flumph.broker.passwd import hash_password, render_passwd
+
+    path.write_text(render_passwd({u: hash_password(p) for u, p in users.items()}))
+    return path
+
+
+def start_embedded(
+    tmp: Path,
+    users: dict[str, str] | None = None,
+    *,
+    acl: bool = True,
+    port: int | None = None,
+    state_dir: Path | None = None,
+    ws_port: int | None = None,
+    extra_args: list[str] | None = None,
+) -> Broker:
+    """`flumph broker` as a process: a password file (and the device ACL) when ``users`` given,
+    otherwise anonymous. Pass the same ``port`` and ``state_dir`` to restart it."""
+    import sys
+
+    port = port or free_port()
+    state_dir = state_dir or tmp / f"broker-state-{port}"
+    log = tmp / f"embedded-{port}-{time.monotonic_ns()}.log"
+    cmd = [
+        sys.executable, "-m", "flumph", "broker",
+        "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir),
+    ]  # fmt: skip
+    if users:
+        cmd += ["--passwd-file", str(write_passwd(tmp / f"broker-{port}.passwd", users))]
+        if not acl:
+            cmd.append("--no-acl")
+    if ws_port is not None:
+        cmd += ["--ws-port", str(ws_port)]
+    cmd += extra_args or []
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_clean_env())
+    wait_port(port, proc, log)
+    return Broker("embedded", port, proc, log, dict(users or {}))
+
+
+# Plain amqtt 0.12.1 with the same accounts and ACL plugins, but upstream's Broker class and no
+# retained store: what the embedded broker's fixes are measured against.
+_PLAIN_AMQTT = """
+import asyncio, signal, sys
+from amqtt.broker import Broker
+from flumph.broker.config import BrokerSettings
+from flumph.broker.server import amqtt_config
+
+port, passwd, acl = int(sys.argv[1]), sys.argv[2] or None, sys.argv[3] == "1"
+
+async def main():
+    settings = BrokerSettings(host="127.0.0.1", port=port, passwd_file=passwd, acl=acl)
+    broker = Broker(amqtt_config(settings, fixes=False))
+    await broker.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+
+asyncio.run(main())
+"""
+
+
+def start_plain_amqtt(
+    tmp: Path, users: dict[str, str] | None = None, *, acl: bool = True, port: int | None = None
+) -> Broker:
+    import sys
+
+    port = port or free_port()
+    log = tmp / f"amqtt-{port}-{time.monotonic_ns()}.log"
+    passwd = str(write_passwd(tmp / f"amqtt-{port}.passwd", users)) if users else ""
+    cmd = [sys.executable, "-c", _PLAIN_AMQTT, str(port), passwd, "1" if acl else "0"]
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_clean_env())
+    wait_port(port, proc, log)
+    return Broker("amqtt", port, proc, log, dict(users or {}))
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Broker]:
+    b = start_embedded(tmp_path)
+    yield b
+    b.stop()
+
+
+# --- a paho client for tests --------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    at: float
+
+
+class Probe:
+    """A connected paho client that records what it receives; blocking helpers for tests."""
+
+    def __init__(
+        self, broker: Broker, user: str | None = None, client_id: str | None = None, **kw: object
+    ) -> None:
+        import queue
+
+        from flumph.mqtt import make_client
+
+        self.client = make_client(broker.settings(user, **kw), client_id)
+        self.messages: queue.Queue[Received] = queue.Queue(maxsize=10_000)
+        self._acks: queue.Queue[object] = queue.Queue(maxsize=100)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.connect("127.0.0.1", broker.port, keepalive=60)
+        self.client.loop_start()
+        rc = self._acks.get(timeout=15)
+        if rc != 0:
+            self.close()
+            raise ConnectionRefusedError(f"CONNACK {rc} for user {user!r}")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._acks.put(rc.value)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self.messages.put(Received(msg.topic, bytes(msg.payload), msg.retain, time.monotonic()))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, codes: Any, props: Any) -> None:
+        self._acks.put([c.value for c in codes])
+
+    def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        """SUBACK codes: the granted QoS, or 128 when refused."""
+        self.client.subscribe(topic, qos)
+        codes = self._acks.get(timeout=15)
+        assert isinstance(codes, list)
+        return codes
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=15)
+
+    def received(self, wait: float) -> list[Received]:
+        """Everything received within ``wait`` seconds from now."""
+        import queue
+
+        deadline = time.monotonic() + wait
+        out = []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                out.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                break
+        return out
+
+    def wait_for(self, topic: str, timeout: float = 15) -> Received:
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                m = self.messages.get(timeout=left)
+            except queue.Empty:
+                break
+            if m.topic == topic:
+                return m
+        raise AssertionError(f"nothing on {topic} within {timeout} s")
+
+    def until(self, topic: str, timeout: float = 15) -> list[Received]:
+        """Everything received up to and including the first message on ``topic``."""
+        import queue
+
+        out: list[Received] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                out.append(self.messages.get(timeout=left))
+            except queue.Empty:
+                break
+            if out[-1].topic == topic:
+                return out
+        raise AssertionError(f"nothing on {topic} within {timeout} s (got {out})")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

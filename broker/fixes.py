@@ -1,0 +1,219 @@
+"""Fixes for defects of amqtt 0.12.1, by subclassing its broker and its protocol handler.
+
+Everything here depends on amqtt's private methods, so it is the one module that does, and
+:func:`check_upstream` refuses to start when the installed amqtt is not the exact source these
+overrides were written against (amqtt is pinned ``==0.12.1`` in pyproject.toml). The defects,
+measured, are in broker/README.md:
+
+(a) A client that goes silent without closing TCP never gets its will published: the reader
+    loop times out after the keepalive and calls ``handle_read_timeout``, which the broker's
+    handler leaves empty, then waits again, forever. MQTT 3.1.1 §3.1.2.10: after 1.5 x keepalive
+    without a packet the server must close the connection as a network failure, which fires the
+    will. Fixed by :class:`KeepaliveHandler` and the 1.5 factor set in
+    :meth:`FlumphBroker._initialize_client_session`.
+(b) On connect, ``_handle_client_session`` calls ``_publish_retained_messages_for_subscription``
+    for every topic filter of EVERY client, so a new client receives retained messages matching
+    other clients' subscriptions, and that method never asks the ACL. Fixed by
+    :meth:`FlumphBroker._publish_retained_messages_for_subscription`, which serves only the
+    session's own subscriptions and checks each retained topic against the ACL (receive).
+(c) Retained messages live only in memory: fixed without touching amqtt, by
+    :class:`flumph.broker.plugins.RetainedStorePlugin`.
+
+Also: amqtt waits for the CONNECT packet without a deadline, so a TCP connection that never
+speaks holds a connection slot forever; :meth:`FlumphBroker._initialize_client_session` gives
+it ``connect_timeout_s``. And amqtt publishes a will without asking the ACL:
+:class:`flumph.broker.plugins.WillAclPlugin` drops such a will at CONNECT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import amqtt
+from amqtt.adapters import StreamWriterAdapter, WebSocketsWriter
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.handler import ProtocolHandler
+
+log = logging.getLogger("flumph.broker")
+
+AMQTT_VERSION = "0.12.1"
+KEEPALIVE_FACTOR = 1.5  # MQTT 3.1.1 §3.1.2.10
+
+# The upstream code each fix relies on, with the SHA-256 (first 16 hex digits) of its 0.12.1
+# source. A different digest means the assumption written next to it must be re-checked.
+_UPSTREAM: dict[str, tuple[Callable[..., Any], str, str]] = {
+    "ProtocolHandler._reader_loop": (
+        ProtocolHandler._reader_loop,
+        "93f3b8e4483040d0",
+        "(a) waits session.keep_alive s per packet, calls handle_read_timeout, then on EOF "
+        "calls handle_connection_closed (which fires the will)",
+    ),
+    "BrokerProtocolHandler.handle_read_timeout": (
+        BrokerProtocolHandler.handle_read_timeout,
+        "ffd79f12457f41e1",
+        "(a) does nothing",
+    ),
+    "Broker._initialize_client_session": (
+        Broker._initialize_client_session,
+        "5dd89158bbe46266",
+        "(a) returns a fresh unattached handler; session.keep_alive = keepalive + delay (0)",
+    ),
+    "Broker._client_connected": (
+        Broker._client_connected,
+        "432b724bc4fb7946",
+        "NoDataError from _initialize_client_session ends the connection cleanly",
+    ),
+    "Broker._handle_client_session": (
+        Broker._handle_client_session,
+        "8b1b52a03df9daf5",
+        "(b) on connect, publishes retained messages for every filter in self._subscriptions",
+    ),
+    "Broker._publish_retained_messages_for_subscription": (
+        Broker._publish_retained_messages_for_subscription,
+        "d6ad257821ba29ef",
+        "(b) replaced here; called on SUBSCRIBE (after add_subscription) and on connect",
+    ),
+    "Broker._handle_disconnect": (
+        Broker._handle_disconnect,
+        "8c3b8702f3567055",
+        "(will ACL, plugins.WillAclPlugin) publishes the will only while session.will_flag",
+    ),
+    "Broker.start": (Broker.start, "bd1c165101f6fcbb", "(c) clears retained before PRE_START"),
+    "Broker.shutdown": (
+        Broker.shutdown,
+        "800adcdd80ded223",
+        "(c) fires PRE_SHUTDOWN before dropping sessions and retained messages",
+    ),
+    "StreamWriterAdapter.__init__": (
+        StreamWriterAdapter.__init__,
+        "9612036ac78e5ab2",
+        "(a) keeps the asyncio StreamWriter as _writer",
+    ),
+    "WebSocketsWriter.__init__": (
+        WebSocketsWriter.__init__,
+        "90c0412c2af927cb",
+        "(a) keeps the websockets connection as _protocol",
+    ),
+}
+
+
+class UpstreamMismatch(RuntimeError):
+    """The installed amqtt is not the code the fixes were written against."""
+
+
+def _digest(fn: Callable[..., Any]) -> str:
+    return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
+
+
+def check_upstream() -> None:
+    """Refuse to run the fixes on any amqtt but the exact 0.12.1 source they patch."""
+    if amqtt.__version__ != AMQTT_VERSION:
+        raise UpstreamMismatch(
+            f"amqtt {amqtt.__version__} is installed; flumph.broker.fixes was written against "
+            f"amqtt {AMQTT_VERSION} (pin amqtt=={AMQTT_VERSION}, or re-check its three defects)"
+        )
+    for name, (fn, expected, assumption) in _UPSTREAM.items():
+        try:
+            got = _digest(fn)
+        except (OSError, TypeError):
+            log.warning("amqtt source of %s unavailable; trusting the version number", name)
+            continue
+        if got != expected:
+            raise UpstreamMismatch(
+                f"amqtt {AMQTT_VERSION}: {name} is not the source flumph.broker.fixes expects "
+                f"(sha256 {got}, expected {expected}); re-check: {assumption}"
+            )
+
+
+def _transport(writer: Any) -> asyncio.BaseTransport | None:
+    if isinstance(writer, StreamWriterAdapter):
+        t: asyncio.BaseTransport = writer._writer.transport
+        return t
+    if isinstance(writer, WebSocketsWriter):
+        ws_t: asyncio.BaseTransport = writer._protocol.transport
+        return ws_t
+    return None
+
+
+def _abort(writer: Any) -> bool:
+    """Drop the connection at once. A graceful close would first drain the send buffer, which a
+    peer that stopped reading never empties."""
+    transport = _transport(writer)
+    if transport is None or transport.is_closing():
+        return False
+    # abort() exists on every stream transport; BaseTransport only declares close().
+    transport.abort()  # type: ignore[attr-defined]
+    return True
+
+
+class KeepaliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """Defect (a): a read timeout is a dead connection, not a reason to wait again."""
+
+    def handle_read_timeout(self) -> None:
+        session = self.session
+        log.info(
+            "client %s sent nothing for %.1f s (1.5 x keepalive): closing, will follows",
+            session.client_id if session else "?",
+            session.keep_alive if session else 0.0,
+        )
+        if not _abort(self.writer):
+            # Unknown transport: end the session the way the reader loop would on EOF.
+            self._closing = asyncio.ensure_future(self.handle_connection_closed())
+
+
+class FlumphBroker(Broker):  # type: ignore[misc]
+    """amqtt's broker without defects (a) and (b); see the module docstring."""
+
+    def __init__(self, *args: Any, connect_timeout_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connect_timeout_s = connect_timeout_s
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Any]:
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, session = await super()._initialize_client_session(
+                    reader, writer, remote_address, remote_port
+                )
+        except TimeoutError:
+            _abort(writer)
+            raise NoDataError(
+                f"{remote_address}:{remote_port} sent no CONNECT within {self._connect_timeout_s} s"
+            ) from None
+        if session.keep_alive > 0:
+            # amqtt reads with a timeout of session.keep_alive; the spec allows 1.5 x keepalive.
+            session.keep_alive = session.keep_alive * KEEPALIVE_FACTOR
+        return KeepaliveHandler(self.plugins_manager, loop=self._loop), session
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
+        topic_filter, _requested_qos = subscription
+        cid = session.client_id
+        mine = (q for s, q in self._subscriptions.get(topic_filter, ()) if s.client_id == cid)
+        granted = next(mine, None)
+        if granted is None:
+            return  # another client's filter: upstream asks us to leak its retained messages
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        sends = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+                continue
+            qos = min(granted, retained.qos if retained.qos is not None else granted)
+            sends.append(handler.mqtt_publish(retained.topic, retained.data, qos, retain=True))
+        for result in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.debug("retained message to %s not delivered: %r", session.client_id, result)
