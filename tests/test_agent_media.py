@@ -171,9 +171,9 @@ def test_codec_private_from_in_band_headers_equals_extradata_version() -> None:
     [
         (hvcc_from_annex_b, b"\x00\x00\x01\x40\x01\x0c", "HEVC parameter sets missing: SPS, PPS"),
         (avcc_from_annex_b, b"\x00\x00\x01\x67\x64", "H.264 parameter sets missing: PPS"),
-        (av1c_from_obus, b"\x12\x00", "AV1 sequence header OBU missing"),
-        (av1c_from_obus, b"\x0a\x0b\x00", "runs past the end"),
-        (av1c_from_obus, b"\x08\x00", "without size field"),
+        (av1c_from_obus, b"\x12\x00", "no sequence header OBU"),
+        (av1c_from_obus, b"\x0a\x0b\x00", "claims 11 bytes but 1 remain"),
+        (av1c_from_obus, b"\x08\x00", "sequence header is truncated"),
     ],
 )
 def test_bad_headers_are_refused_with_the_reason(build, data, message) -> None:
