@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketState
+
+from flumph import auth
 
 from . import relay_protocol as rp
 from .hub import Hub, HubError, Stream, Viewer
@@ -46,7 +50,45 @@ async def _first_text(ws: WebSocket) -> str:
     return text
 
 
-def add_relay_routes(app: FastAPI, hub: Hub) -> None:
+class TokenGate:
+    """Who may use the ingest. Without a secret everyone (the seed's protocol, unchanged); with
+    one, ``/ws/view/*``, ``/ws/stream`` and ``/api/*`` need a token signed with it (see
+    :mod:`flumph.auth`): ``?token=``, the dashboard's ``flumph_session`` cookie or a Bearer
+    header. ``/health`` and the preview page stay open; they show nothing of the streams."""
+
+    def __init__(self, secret: str | None) -> None:
+        self.secret = secret
+
+    def refusal(self, conn: HTTPConnection, kinds: Collection[auth.TokenKind]) -> str | None:
+        """Why ``conn`` may not proceed, or None if it may."""
+        if self.secret is None:
+            return None
+        token, _ = auth.request_token(conn.query_params, conn.cookies, conn.headers)
+        if token is None:
+            return (
+                "unauthorized: log in to the dashboard, or pass ?token= "
+                "(a viewer token from the dashboard's /api/viewer-token)"
+            )
+        try:
+            auth.verify(self.secret, token, kinds, now=time.time())
+        except auth.AuthError as e:
+            return f"unauthorized: {e}"
+        return None
+
+    def require_http(self, request: Request) -> None:
+        """FastAPI dependency for the ingest's HTTP API."""
+        why = self.refusal(request, auth.KINDS)
+        if why is not None:
+            raise HTTPException(401, detail=why, headers={"WWW-Authenticate": "Bearer"})
+
+
+OPEN = TokenGate(None)
+PUBLISHER_KINDS: tuple[auth.TokenKind, ...] = ("session",)
+
+
+def add_relay_routes(app: FastAPI, hub: Hub, gate: TokenGate = OPEN) -> None:
+    api_guard = [Depends(gate.require_http)]
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         streams = hub.streams()
@@ -56,11 +98,11 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
             "viewers": sum(len(s.viewers) for s in streams),
         }
 
-    @app.get("/api/streams")
+    @app.get("/api/streams", dependencies=api_guard)
     async def list_streams() -> list[dict[str, object]]:
         return [s.info() for s in hub.streams()]
 
-    @app.get("/api/streams/{stream_id}")
+    @app.get("/api/streams/{stream_id}", dependencies=api_guard)
     async def one_stream(stream_id: str) -> Response:
         s = hub.get(stream_id)
         if s is None:
@@ -70,6 +112,11 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
     @app.websocket("/ws/stream")
     async def streamer(ws: WebSocket) -> None:
         await ws.accept()
+        # Publishing takes a session (a login), not a viewer token.
+        why = gate.refusal(ws, PUBLISHER_KINDS)
+        if why is not None:
+            await _refuse(ws, why)
+            return
         try:
             reg = rp.parse_register(await _first_text(ws))
             stream_id = reg.stream_id or hub.new_id()
@@ -106,6 +153,10 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
     @app.websocket("/ws/view/{stream_id}")
     async def viewer(ws: WebSocket, stream_id: str) -> None:
         await ws.accept()
+        why = gate.refusal(ws, auth.KINDS)
+        if why is not None:
+            await _refuse(ws, why)
+            return
         try:
             sub = rp.parse_subscribe(await _first_text(ws))
             if sub.stream_id != stream_id:
@@ -124,7 +175,7 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
             return
         try:
             await ws.send_text(rp.subscribed(stream_id))
-            if stream.init is None:
+            if not stream.publisher_connected:
                 await ws.send_text(rp.waiting(stream_id))
             await _serve_viewer(ws, stream, view)
         finally:

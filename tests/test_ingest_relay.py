@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,10 +15,22 @@ import websockets
 from tests.conftest import Ingest, start_ingest, stop_ingest
 
 
+OPEN: list[websockets.ClientConnection] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    # Every connection a test opened is closed, so no socket outlives its test.
+    yield
+    while OPEN:
+        await OPEN.pop().close()
+
+
 async def register(
     ws_base: str, stream_id: str | None
 ) -> tuple[websockets.ClientConnection, dict[str, object]]:
     ws = await websockets.connect(f"{ws_base}/ws/stream", max_size=None)
+    OPEN.append(ws)
     await ws.send(json.dumps({"type": "register", "stream_id": stream_id}))
     reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
     return ws, reply
@@ -27,6 +40,7 @@ async def subscribe(
     ws_base: str, stream_id: str
 ) -> tuple[websockets.ClientConnection, dict[str, object]]:
     ws = await websockets.connect(f"{ws_base}/ws/view/{stream_id}", max_size=None)
+    OPEN.append(ws)
     await ws.send(json.dumps({"type": "subscribe", "stream_id": stream_id}))
     reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
     return ws, reply
@@ -95,6 +109,7 @@ async def test_malformed_register_is_refused_with_reason(
     shared_ingest: Ingest, first: str | bytes, fragment: str
 ) -> None:
     ws = await websockets.connect(f"{shared_ingest.ws}/ws/stream")
+    OPEN.append(ws)
     await ws.send(first)
     reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert reply["type"] == "error"
@@ -105,10 +120,12 @@ async def test_malformed_register_is_refused_with_reason(
 async def test_malformed_subscribe_and_mismatched_id(shared_ingest: Ingest) -> None:
     streamer, _ = await register(shared_ingest.ws, "relay2")
     ws = await websockets.connect(f"{shared_ingest.ws}/ws/view/relay2")
+    OPEN.append(ws)
     await ws.send("{oops")
     reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert reply["type"] == "error" and "not JSON" in reply["message"]
     ws = await websockets.connect(f"{shared_ingest.ws}/ws/view/relay2")
+    OPEN.append(ws)
     await ws.send(json.dumps({"type": "subscribe", "stream_id": "other"}))
     reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert reply["type"] == "error" and "URL names 'relay2'" in reply["message"]
