@@ -14,7 +14,6 @@ import websockets
 
 from tests.conftest import Ingest, start_ingest, stop_ingest
 
-
 OPEN: list[websockets.ClientConnection] = []
 
 
