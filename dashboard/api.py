@@ -12,6 +12,9 @@
 | ``GET /api/events[?device=ID]``         | SSE: ``devices`` (all, at once), then ``device``     |
 |                                         | per change; ``resync`` (all) after an overflow       |
 
+With a password configured, every route needs a session (see :mod:`.access`); the page, the
+login and ``GET /api/config`` are in :mod:`.pages`.
+
 Why SSE rather than a WebSocket: the feed only flows one way, browsers reconnect an
 ``EventSource`` by themselves, and ``curl -N`` can watch it. Each client has a bounded queue;
 a client that falls behind loses its queued events and gets one ``resync`` event carrying every
@@ -27,11 +30,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from flumph.control import ContractError, Desired, Reported, Usage
 
+from .access import Access
 from .fleet import DeviceState, Fleet, Unavailable
 
 KEEPALIVE_S = 15.0
@@ -42,10 +46,11 @@ def sync_state(desired: Desired | None, reported: Reported | None) -> str:
     """Where the device stands against its ``desired`` version."""
     if desired is None:
         return "none"
-    if reported is None or reported.applied_v is None:
+    if reported is None:
         return "pending"
-    if reported.applied_v >= desired.v:
+    if reported.applied_v is not None and reported.applied_v >= desired.v:
         return "applied"
+    # A device that has applied nothing yet can fail too (no encoder opens at its first wish).
     return "error" if reported.error else "pending"
 
 
@@ -87,6 +92,8 @@ def device_view(fleet: Fleet, dev: DeviceState, *, detail: bool = False) -> dict
             "target_fps": settings.get("fps"),
             "target_bitrate_kbps": settings.get("bitrate_kbps"),
         },
+        # What the device runs now (its reported settings), for the page's settings form.
+        "settings": settings,
         "srt": tel.srt.model_dump() if tel is not None and tel.srt is not None else None,
         "usage": _usage(tel.usage if tel is not None else None),
         "desired": json.loads(desired.payload()) if desired is not None else None,
@@ -221,20 +228,17 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": message})
 
 
-PLACEHOLDER = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Flumph</title></head>
-<body><h1>Flumph</h1>
-<p>The dashboard page comes later. Meanwhile: <a href="/api/devices">/api/devices</a>
-(JSON), <a href="/api/events">/api/events</a> (live feed, Server-Sent Events),
-<a href="/api/health">/api/health</a>.</p></body></html>
-"""
+def add_api_routes(
+    app: FastAPI, fleet: Fleet, feed: EventFeed, access: Access | None = None
+) -> None:
+    """The fleet API on ``app``; with ``access``, every route needs what it grants (see
+    :mod:`.access`)."""
+    router = APIRouter(dependencies=[Depends(access.guard)] if access is not None else [])
+    _fleet_routes(router, fleet, feed)
+    app.include_router(router)
 
 
-def add_api_routes(app: FastAPI, fleet: Fleet, feed: EventFeed) -> None:
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
-        return PLACEHOLDER
-
+def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
         return {

@@ -1,7 +1,7 @@
 """`flumph dashboard`: the fleet service (shadow merge, presence, on-demand streaming) and its
 HTTP API, alone. Configuration: the ``[dashboard]`` table of ``--config``, then
 ``FLUMPH_DASHBOARD_*`` variables (e.g. ``FLUMPH_DASHBOARD_MQTT_PASSWORD``: keep passwords out of
-the command line), then flags."""
+the command line; ``FLUMPH_DASHBOARD_PASSWORD`` turns the login on), then flags."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from flumph.logsetup import LOG_LEVELS, setup_logging
 from .service import DashboardConfig, DashboardService
 
 ENV_PREFIX = "FLUMPH_DASHBOARD_"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 FLAGS = (
     "host", "port", "mqtt_url", "mqtt_username", "mqtt_password", "mqtt_prefix",
     "mqtt_ca_file", "ondemand", "ondemand_linger_s", "presence_grace_s",
-    "heartbeat_default_s", "command_timeout_s",
+    "heartbeat_default_s", "command_timeout_s", "ingest_ws_url",
 )  # fmt: skip
 
 
@@ -50,6 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--presence-grace-s", type=float, help="default: 1.5 x device heartbeat")
     p.add_argument("--heartbeat-default-s", type=float, help="default 300")
     p.add_argument("--command-timeout-s", type=float, help="default 30")
+    p.add_argument(
+        "--ingest-ws-url", metavar="URL",
+        help="the ingest's WebSocket base for the browser, e.g. ws://{host}:8080 "
+        "(default: the page's own origin)",
+    )  # fmt: skip
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return p.parse_args(argv)
@@ -86,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         logging.getLogger("flumph.dashboard").error("%s", e)
         return 2
+    log = logging.getLogger("flumph.dashboard")
+    if cfg.password is None:
+        where = "" if cfg.host in LOOPBACK else f" on {cfg.host}, reachable from other machines"
+        log.warning("no password set (FLUMPH_DASHBOARD_PASSWORD): the dashboard is open%s", where)
+    elif cfg.auth_secret is None:
+        log.warning(
+            "a password but no FLUMPH_DASHBOARD_AUTH_SECRET: logins end when this process "
+            "restarts, and an ingest cannot check viewers unless it has the same secret "
+            "(FLUMPH_INGEST_AUTH_SECRET)"
+        )
     service = DashboardService(cfg)
     server = _Server(
         uvicorn.Config(

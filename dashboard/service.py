@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from pydantic import Field, ValidationError, field_validator
 
+from flumph import auth
 from flumph.config import StrictModel
 from flumph.control import PREFIX_RE
 from flumph.mqtt import MqttSettings
 
+from .access import Access
 from .api import EventFeed, add_api_routes
 from .fleet import Fleet, FleetOptions
+from .pages import add_page_routes
 
 
 class DashboardConfig(StrictModel):
@@ -50,6 +53,32 @@ class DashboardConfig(StrictModel):
     )
     events_queue: int = Field(default=256, ge=8, le=100000, title="events a feed client may lag")
     max_event_clients: int = Field(default=100, ge=1, le=10000, title="live-feed clients")
+    password: str | None = Field(
+        default=None,
+        min_length=8,
+        title="operator password (env FLUMPH_DASHBOARD_PASSWORD); plain, or "
+        "pbkdf2-sha256$<iterations>$<salt>$<hash> (flumph.auth.hash_password); none: open",
+    )
+    auth_secret: str | None = Field(
+        default=None,
+        min_length=auth.MIN_SECRET_CHARS,
+        title="secret that signs session and viewer tokens, shared with the ingest's "
+        "auth_secret (env FLUMPH_DASHBOARD_AUTH_SECRET); none: a random one per run",
+    )
+    session_ttl_s: float = Field(
+        default=86400.0, ge=60, le=90 * 86400, title="how long a login lasts"
+    )
+    viewer_token_ttl_s: float = Field(
+        default=120.0,
+        ge=5,
+        le=86400,
+        title="lifetime of the token in a viewer WebSocket URL (checked when it connects)",
+    )
+    ingest_ws_url: str | None = Field(
+        default=None,
+        title="the ingest's WebSocket base as the browser reaches it, e.g. ws://{host}:8080 "
+        "({host}: the page's host name); none: the page's own origin",
+    )
 
     @field_validator("mqtt_url")
     @classmethod
@@ -58,6 +87,26 @@ class DashboardConfig(StrictModel):
             MqttSettings(url=v)
         except ValidationError as e:
             raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return v
+
+    @field_validator("ingest_ws_url")
+    @classmethod
+    def _ingest_ws_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("ws://", "wss://")) or len(v.split("//", 1)[1]) == 0:
+            raise ValueError(
+                "must start with ws:// or wss:// and name a host, e.g. ws://{host}:8080"
+            )
+        if "?" in v or "#" in v:
+            raise ValueError("must be a base URL without ? or #")
+        return v.rstrip("/")
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str | None) -> str | None:
+        if v is not None and v.startswith(auth.PBKDF2_PREFIX + "$"):
+            auth.check_password("", v)  # a malformed hash fails here, at load time
         return v
 
     @field_validator("mqtt_prefix")
@@ -97,6 +146,12 @@ class DashboardService:
         self.feed = EventFeed(
             self.fleet, queue_size=cfg.events_queue, max_clients=cfg.max_event_clients
         )
+        self.access = Access(
+            password=cfg.password,
+            secret=cfg.auth_secret,
+            session_ttl_s=cfg.session_ttl_s,
+            viewer_ttl_s=cfg.viewer_token_ttl_s,
+        )
 
     async def start(self) -> None:
         await self.fleet.start()
@@ -110,7 +165,8 @@ class DashboardService:
         self.feed.close()
 
     def add_routes(self, app: FastAPI) -> None:
-        add_api_routes(app, self.fleet, self.feed)
+        add_api_routes(app, self.fleet, self.feed, self.access)
+        add_page_routes(app, self.access, ingest_ws_url=self.cfg.ingest_ws_url)
 
     def app(self) -> FastAPI:
         @contextlib.asynccontextmanager

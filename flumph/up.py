@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from flumph import auth
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
 
@@ -150,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return 2
+    # One process, one secret: a dashboard login must open the ingest's viewer WebSocket too.
+    secret = dash_cfg.auth_secret or ingest_cfg.auth_secret
+    if dash_cfg.password and secret is None:
+        secret = auth.new_secret()
+    if secret is not None:
+        dash_cfg = dash_cfg.model_copy(update={"auth_secret": secret})
+        ingest_cfg = ingest_cfg.model_copy(update={"auth_secret": secret})
+    elif ns.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("no dashboard password: anybody who reaches %s may watch and control", ns.host)
     broker = EmbeddedBroker(broker_cfg)
     ingest = IngestService(ingest_cfg)
     dashboard = DashboardService(dash_cfg)

@@ -9,14 +9,14 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from pydantic import Field, field_validator
 
-from flumph import srt
+from flumph import auth, srt
 from flumph.config import StrictModel
 from flumph.mqtt import MqttSettings
 
-from .app import add_preview_routes, add_relay_routes
+from .app import TokenGate, add_preview_routes, add_relay_routes
 from .demand import DemandPublisher
 from .hub import Hub
 from .srt_ingest import SrtIngest
@@ -57,6 +57,12 @@ class IngestConfig(StrictModel):
     mqtt_username: str | None = Field(default=None, title="MQTT username")
     mqtt_password: str | None = Field(default=None, title="MQTT password")
     mqtt_prefix: str = Field(default="flumph", title="MQTT topic prefix")
+    auth_secret: str | None = Field(
+        default=None,
+        min_length=auth.MIN_SECRET_CHARS,
+        title="secret shared with the dashboard; set: viewers, streamers and /api/* need a "
+        "token it signed (env FLUMPH_INGEST_AUTH_SECRET)",
+    )
 
     def mqtt_settings(self) -> MqttSettings | None:
         if self.mqtt_url is None:
@@ -135,10 +141,11 @@ class IngestService:
             await asyncio.to_thread(self.demand.stop)
 
     def add_routes(self, app: FastAPI) -> None:
-        add_relay_routes(app, self.hub)
+        gate = TokenGate(self.cfg.auth_secret)
+        add_relay_routes(app, self.hub, gate)
         add_preview_routes(app)
 
-        @app.get("/api/errors")
+        @app.get("/api/errors", dependencies=[Depends(gate.require_http)])
         async def errors() -> list[dict[str, Any]]:
             handler = self.srt_handler
             if handler is None:

@@ -102,8 +102,12 @@ class SrtIngest(srt.SrtServerHandler):
             return
         feed = ByteFeed(self.feed_max_bytes)
         # Forget sessions whose streams have ended; keep the one a returning publisher continues.
-        for sid in [s for s in self.last_demuxer if self.hub.get(s) is None]:
-            del self.last_demuxer[sid]
+        # A stream without an init segment is a new one (re-created empty by a viewer waiting
+        # for an on-demand start): continuing the old session would never send it an init.
+        for sid in list(self.last_demuxer):
+            stream = self.hub.get(sid)
+            if stream is None or stream.init is None:
+                del self.last_demuxer[sid]
         previous = self.last_demuxer.get(req.stream_id)
 
         def emit(ev: DemuxEvent) -> None:

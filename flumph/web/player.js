@@ -1,81 +1,260 @@
 // Flumph live player: the ingest's viewer WebSocket into Media Source Extensions.
 //
-// Protocol (see ARCHITECTURE.md): send {"type":"subscribe"}, get "subscribed", then a "media" text
-// message with the mime, a binary init segment, and one moof+mdat per frame. A new "media" message
-// means a new init segment follows (codec or size changed): the MediaSource is rebuilt.
+// Protocol (see ARCHITECTURE.md): send {"type":"subscribe"} (with "wait": true for a device that
+// may be idle: the ingest then counts this viewer as demand and the camera starts on demand), get
+// "subscribed" (and "waiting" while no stream runs), then a "media" text message with the mime,
+// a binary init segment, and one moof+mdat per frame. A new "media" message means a new init
+// segment follows (codec or size changed): the MediaSource is rebuilt. "ended" and a closed socket
+// make the player rejoin by itself, with backoff.
 //
-// Measured in headless Chromium: playback stalls repeatedly when held < 0.1 s ahead of the buffered
-// end, so the target lag is a little above that; a late joiner's first fragment starts at the
-// stream's own timestamp, so playback must seek to buffered.start(0).
+// Live edge: the lag (buffered end - playhead) is measured right after each append, where it is
+// highest; it then falls by one frame interval until the next frame lands. Chromium stalls when
+// the playhead reaches the buffered end, so the lag held is one frame interval plus a jitter
+// margin (at least 0.1 s), raised after each stall and lowered again while none happens; larger
+// lags are caught up by playbackRate (1.1, 1.25) and beyond 1 s by a seek. Measured in headless
+// Chromium 156 on loopback, 640x360 AV1 at 15 fps: holding 0.10 / 0.12 / 0.14 / 0.167 s gave
+// glass-to-glass p50 206 / 222 / 238 / 273 ms (bench/dashboard_latency.py; every 20 ms of lag is
+// 20 ms of latency). A late joiner's first fragment starts at the stream's own timestamp, so
+// playback must seek into the buffered range. A joiner receives the cached GOP (up to the
+// keyframe interval, 4 s by default) in one burst: playback starts only once the burst is in,
+// at the live edge, so the first picture shown is a live one and not the GOP's first.
+//
+// Buffer: what lies more than 20 s behind the playhead is removed down to 10 s (and at once, to
+// 1 s, if the browser refuses an append for quota); fragments not yet appended are bounded.
+//
+// Latency readout: the arrival time of each fragment is kept by its decode time (tfdt); when
+// requestVideoFrameCallback presents a frame, arrival -> display is the delay added in the
+// browser. What came before (capture, encode, SRT latency) is not visible here.
 
-const TARGET_LAG_S = 0.15;
+// Lag held (buffered end - playhead, measured right after an append): one frame interval plus
+// a margin for arrival jitter, at least 0.1 s; every stall adds STALL_BACKOFF_S (a jittery link
+// or a busy machine), which then wears off by LAG_DECAY_S every 10 s without one.
+const JITTER_MARGIN_S = 0.04;
+const MIN_TARGET_LAG_S = 0.1;
+const STALL_BACKOFF_S = 0.03;
+const MAX_EXTRA_LAG_S = 0.3;
+const LAG_DECAY_S = 0.01;
 const SEEK_LAG_S = 1.0;
+const BURST_QUIET_MS = 20; // live frames come >= 33 ms apart; a GOP burst's within a few ms
 const KEEP_BEHIND_S = 10;
+const MAX_PENDING = 600;
+const STALL_AFTER_MS = 1500; // no new frame for this long while data flows: shown as stalled
+const ARRIVALS_KEPT = 256;
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 5000;
+
+export function codecLabel(mime) {
+  const m = /codecs="?([a-z0-9]+)/i.exec(mime || "");
+  if (!m) return "unknown";
+  const tag = m[1].toLowerCase();
+  if (tag === "av01") return "AV1";
+  if (tag === "hvc1" || tag === "hev1") return "H.265";
+  if (tag === "avc1" || tag === "avc3") return "H.264";
+  return tag;
+}
+
+export function canPlay(mime) {
+  return Boolean(window.MediaSource && MediaSource.isTypeSupported(mime));
+}
+
+// Walks ISO-BMFF boxes: [offset, end) of the first box of `type` inside [start, end).
+function findBox(view, start, end, type) {
+  let pos = start;
+  while (pos + 8 <= end) {
+    let size = view.getUint32(pos);
+    const name = String.fromCharCode(
+      view.getUint8(pos + 4), view.getUint8(pos + 5), view.getUint8(pos + 6), view.getUint8(pos + 7),
+    );
+    let header = 8;
+    if (size === 1 && pos + 16 <= end) {
+      size = Number(view.getBigUint64(pos + 8));
+      header = 16;
+    } else if (size === 0) {
+      size = end - pos;
+    }
+    if (size < header || pos + size > end) return null;
+    if (name === type) return [pos + header, pos + size];
+    pos += size;
+  }
+  return null;
+}
+
+function findPath(buf, path) {
+  const view = new DataView(buf);
+  let range = [0, buf.byteLength];
+  for (const type of path) {
+    range = findBox(view, range[0], range[1], type);
+    if (!range) return null;
+  }
+  return [view, range[0]];
+}
+
+// The media timescale of an init segment (moov/trak/mdia/mdhd), or null.
+export function initTimescale(buf) {
+  const hit = findPath(buf, ["moov", "trak", "mdia", "mdhd"]);
+  if (!hit) return null;
+  const [view, at] = hit;
+  const version = view.getUint8(at);
+  return view.getUint32(at + (version === 1 ? 20 : 12));
+}
+
+// The decode time (tfdt) of a media fragment, in timescale units, or null.
+export function fragmentDecodeTime(buf) {
+  const hit = findPath(buf, ["moof", "traf", "tfdt"]);
+  if (!hit) return null;
+  const [view, at] = hit;
+  return view.getUint8(at) === 1 ? Number(view.getBigUint64(at + 4)) : view.getUint32(at + 4);
+}
 
 export class FlumphPlayer {
-  constructor(video, { wsUrl, streamId, onStatus = () => {}, onUnsupported = () => {} }) {
+  // wsUrl: a string, or a function returning one (or a promise of one) before every connect,
+  // e.g. to put a fresh viewer token in it. wait: subscribe with "wait": true (on-demand start).
+  constructor(video, {
+    wsUrl, streamId, wait = false, targetLagS = null,
+    onStatus = () => {}, onUnsupported = () => {}, onFirstFrame = () => {},
+  }) {
     this.video = video;
     this.wsUrl = wsUrl;
     this.streamId = streamId;
+    this.wait = wait;
+    this.targetLagS = targetLagS; // null: adapt to the frame rate (see targetLag())
     this.onStatus = onStatus;
     this.onUnsupported = onUnsupported;
+    this.onFirstFrame = onFirstFrame;
     this.stats = {
-      state: "idle", mime: null, fragments: 0, bytes: 0, skipped: 0, stalls: 0,
-      lagS: null, inits: 0, error: null,
+      state: "idle", mime: null, codec: null, fragments: 0, bytes: 0, skipped: 0, stalls: 0,
+      stalled: false, lagS: null, targetLagS: null, latencyMs: null, frames: 0,
+      firstFrameMs: null, inits: 0, unsupported: null, error: null, width: 0, height: 0,
+      rejoins: 0, trims: 0, gapJumps: 0,
     };
     this.pending = [];
     this.ws = null;
     this.ms = null;
     this.sb = null;
-    this.stopped = false;
-    this.retryMs = 500;
+    this.stopped = true;
+    this.retryMs = RETRY_MIN_MS;
+    this.retryTimer = null;
+    this.startedAt = 0;
+    this.lastFrameAt = 0;
+    this.lastDataAt = 0;
+    this.timescale = null;
+    this.arrivals = []; // [decode time s, performance.now() at arrival], oldest first
+    this.burstDone = false;
+    this.burstTimer = null;
+    this.extraLagS = 0; // added to the lag after stalls (see STALL_BACKOFF_S)
+    this.extraChangedAt = 0;
     video.muted = true; // autoplay policy: only muted video starts without a gesture
     video.playsInline = true;
-    video.addEventListener("waiting", () => { this.stats.stalls += 1; this._status("stalled"); });
-    video.addEventListener("playing", () => this._status("playing"));
+    video.addEventListener("waiting", () => {
+      // A seek (joining, catching up) waits briefly by design: not a stall.
+      if (this.stopped || !this.sb || video.seeking || !this.stats.frames) return;
+      this._setStalled();
+    });
+    video.addEventListener("playing", () => this._playing());
+    this._watchdog = null;
+    this._generation = 0;
   }
 
   start() {
+    if (!this.stopped) return;
     this.stopped = false;
+    this.startedAt = performance.now();
+    this.extraLagS = 0;
+    this.extraChangedAt = 0;
+    this.stats.firstFrameMs = null;
+    this.stats.frames = 0;
+    this._watchFrames();
+    this._watchdog = setInterval(() => this._checkStall(), 500);
     this._connect();
   }
 
   stop() {
     this.stopped = true;
-    if (this.ws) this.ws.close(1000);
+    this._connGen = (this._connGen || 0) + 1;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.burstTimer);
+    clearInterval(this._watchdog);
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.close(1000);
+    }
     this._resetMedia();
+    this.video.removeAttribute("src");
+    this.video.load();
     this._status("stopped");
   }
 
   _status(state, detail = null) {
     this.stats.state = state;
-    if (detail !== null) this.stats.error = detail;
+    this.stats.error = detail;
     this.onStatus(state, detail, this.stats);
   }
 
-  _connect() {
-    const ws = new WebSocket(this.wsUrl);
+  _setStalled() {
+    if (this.stats.stalled) return;
+    this.stats.stalled = true;
+    this.stats.stalls += 1;
+    this.extraLagS = Math.min(MAX_EXTRA_LAG_S, this.extraLagS + STALL_BACKOFF_S);
+    this.extraChangedAt = performance.now();
+    if (this.sb) this._status("stalled");
+  }
+
+  _playing() {
+    this.stats.stalled = false;
+    if (this.sb && this.stats.state !== "playing") this._status("playing");
+  }
+
+  async _connect() {
+    // A stop() (or a newer connect) while the URL is being fetched makes this attempt stale.
+    this._connGen = (this._connGen || 0) + 1;
+    const gen = this._connGen;
+    let url;
+    try {
+      url = typeof this.wsUrl === "function" ? await this.wsUrl() : this.wsUrl;
+    } catch (e) {
+      if (gen !== this._connGen || this.stopped) return;
+      this._status("error", `cannot reach the stream: ${e.message || e}`);
+      this._retry();
+      return;
+    }
+    if (gen !== this._connGen || this.stopped) return;
+    const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this._status("connecting");
-    ws.onopen = () => ws.send(JSON.stringify({ type: "subscribe", stream_id: this.streamId }));
+    ws.onopen = () => {
+      const msg = { type: "subscribe", stream_id: this.streamId };
+      if (this.wait) msg.wait = true;
+      ws.send(JSON.stringify(msg));
+    };
     ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
       if (typeof ev.data === "string") this._onText(JSON.parse(ev.data));
       else this._onBinary(ev.data);
     };
     ws.onclose = () => {
       if (this.ws !== ws || this.stopped) return;
       // The stream may come back (publisher reconnect, on-demand start): rejoin by ourselves.
-      setTimeout(() => { if (!this.stopped) this._connect(); }, this.retryMs);
-      this.retryMs = Math.min(this.retryMs * 2, 5000);
+      this.stats.rejoins += 1;
+      this._retry();
     };
+  }
+
+  _retry() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => { if (!this.stopped) this._connect(); }, this.retryMs);
+    this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
   }
 
   _onText(msg) {
     switch (msg.type) {
       case "subscribed":
-        this.retryMs = 500;
+        this.retryMs = RETRY_MIN_MS;
         this._status("subscribed");
+        break;
+      case "waiting":
+        this._status("waiting", "waiting for the camera to start");
         break;
       case "media":
         this._newMedia(msg.mime);
@@ -84,7 +263,8 @@ export class FlumphPlayer {
         this.stats.skipped += msg.dropped || 0;
         break;
       case "ended":
-        this._status("ended");
+        this._resetMedia(); // the last picture stays; a new "media" message starts afresh
+        this._status("ended", "the stream ended; rejoining");
         break;
       case "error":
         this._status("error", msg.message);
@@ -96,21 +276,30 @@ export class FlumphPlayer {
 
   _newMedia(mime) {
     this.stats.mime = mime;
+    this.stats.codec = codecLabel(mime);
     this.stats.inits += 1;
     this._resetMedia();
-    if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
-      this._status("unsupported", `this browser cannot play ${mime}`);
-      this.onUnsupported(mime);
+    if (!canPlay(mime)) {
+      this.stats.unsupported = mime;
+      this._status("unsupported", `this browser cannot play ${this.stats.codec} (${mime})`);
+      this.onUnsupported(mime, this.stats.codec);
       return;
     }
+    this.stats.unsupported = null;
     const ms = new MediaSource();
     this.ms = ms;
     this.video.src = URL.createObjectURL(ms);
     ms.addEventListener("sourceopen", () => {
       if (this.ms !== ms) return;
       URL.revokeObjectURL(this.video.src);
-      this.sb = ms.addSourceBuffer(mime);
+      try {
+        this.sb = ms.addSourceBuffer(mime);
+      } catch (e) {
+        this._status("error", `cannot open a ${mime} buffer: ${e.name}`);
+        return;
+      }
       this.sb.mode = "segments";
+      this._status("starting");
       this.sb.addEventListener("updateend", () => this._pump());
       this._pump();
     }, { once: true });
@@ -119,6 +308,10 @@ export class FlumphPlayer {
   _resetMedia() {
     this.pending = [];
     this.sb = null;
+    this.timescale = null;
+    this.arrivals = [];
+    this.burstDone = false;
+    this.stats.stalled = false;
     if (this.ms) {
       try { if (this.ms.readyState === "open") this.ms.endOfStream(); } catch (e) { /* closing */ }
     }
@@ -126,18 +319,31 @@ export class FlumphPlayer {
   }
 
   _onBinary(buf) {
-    if (!this.stats.mime) return; // opaque relay stream: nothing to play
+    // Opaque relay stream (no "media" message), or a codec this browser cannot decode.
+    if (!this.stats.mime || this.stats.unsupported) return;
+    const now = performance.now();
+    this.lastDataAt = now;
     this.stats.fragments += 1;
     this.stats.bytes += buf.byteLength;
+    if (this.timescale === null) {
+      this.timescale = initTimescale(buf);
+    } else {
+      const t = fragmentDecodeTime(buf);
+      if (t !== null) {
+        this.arrivals.push([t / this.timescale, now]);
+        if (this.arrivals.length > ARRIVALS_KEPT) this.arrivals.shift();
+      }
+    }
     this.pending.push(buf);
-    // Bounded: a tab in the background must not hoard frames; drop all but the newest init.
-    if (this.pending.length > 600) this.pending.splice(1, this.pending.length - 1);
+    // Bounded: a tab in the background must not hoard frames; keep the init segment (first) and
+    // let the decoder resync at the next keyframe the ingest sends after its own skip.
+    if (this.pending.length > MAX_PENDING) this.pending.splice(1, this.pending.length - 1);
     this._pump();
   }
 
   _pump() {
     const sb = this.sb;
-    if (!sb || sb.updating || this.ms.readyState !== "open") return;
+    if (!sb || sb.updating || !this.ms || this.ms.readyState !== "open") return;
     this._followLiveEdge();
     if (this._trimIfDue(sb)) return;
     const next = this.pending.shift();
@@ -145,19 +351,56 @@ export class FlumphPlayer {
     try {
       sb.appendBuffer(next);
     } catch (e) {
+      if (e.name === "QuotaExceededError" && this._trimNow(sb, 1)) {
+        this.pending.unshift(next); // appended again once the removal is done
+        return;
+      }
       this._status("error", `append failed: ${e.name}`);
     }
   }
 
   _trimIfDue(sb) {
-    const v = this.video;
     if (!sb.buffered.length) return false;
-    const start = sb.buffered.start(0);
-    if (v.currentTime - start > KEEP_BEHIND_S * 2) {
-      sb.remove(start, v.currentTime - KEEP_BEHIND_S);
-      return true;
+    if (this.video.currentTime - sb.buffered.start(0) > KEEP_BEHIND_S * 2) {
+      return this._trimNow(sb, KEEP_BEHIND_S);
     }
     return false;
+  }
+
+  _trimNow(sb, keepS) {
+    if (!sb.buffered.length || sb.updating) return false;
+    const start = sb.buffered.start(0);
+    const upTo = this.video.currentTime - keepS;
+    if (upTo <= start) return false;
+    sb.remove(start, upTo);
+    this.stats.trims += 1;
+    return true;
+  }
+
+  // Frame interval from the decode times of the last fragments (1/15 s until known).
+  _frameInterval() {
+    const a = this.arrivals;
+    const deltas = [];
+    for (let i = Math.max(1, a.length - 16); i < a.length; i += 1) {
+      const d = a[i][0] - a[i - 1][0];
+      if (d > 0 && d < 1) deltas.push(d);
+    }
+    if (!deltas.length) return 1 / 15;
+    deltas.sort((x, y) => x - y);
+    return deltas[deltas.length >> 1];
+  }
+
+  // The lag to hold, as measured right after an append (its highest point, one frame interval
+  // above its lowest).
+  targetLag() {
+    if (this.targetLagS !== null) return this.targetLagS;
+    const now = performance.now();
+    if (this.extraLagS > 0 && now - this.extraChangedAt > 10000) {
+      this.extraLagS = Math.max(0, this.extraLagS - LAG_DECAY_S);
+      this.extraChangedAt = now;
+    }
+    const base = Math.max(MIN_TARGET_LAG_S, JITTER_MARGIN_S + this._frameInterval());
+    return base + this.extraLagS;
   }
 
   _followLiveEdge() {
@@ -165,17 +408,84 @@ export class FlumphPlayer {
     const b = v.buffered;
     if (!b.length) return;
     const end = b.end(b.length - 1);
+    const target = this.targetLag();
+    if (!this.burstDone) {
+      // A joiner gets the cached GOP in one burst: start once all of it is in (nothing queued,
+      // and the socket quiet for a moment), at the live edge, so that the first picture shown
+      // is a live one rather than the GOP's first.
+      if (this.pending.length > 0) return;
+      const quietMs = performance.now() - this.lastDataAt;
+      if (quietMs < BURST_QUIET_MS) {
+        clearTimeout(this.burstTimer);
+        this.burstTimer = setTimeout(() => this._pump(), BURST_QUIET_MS - quietMs + 1);
+        return;
+      }
+      this.burstDone = true;
+      v.currentTime = Math.max(b.start(0), end - target);
+    }
+    if (b.length > 1 && v.currentTime < b.start(b.length - 1)) {
+      // A hole (the ingest skipped to a keyframe for us, or the camera dropped frames beyond
+      // what Chromium bridges by itself): playback would wait at its edge forever.
+      v.currentTime = Math.max(b.start(b.length - 1), end - target);
+      this.stats.gapJumps += 1;
+    }
     if (v.currentTime < b.start(0)) v.currentTime = b.start(0);
     const lag = end - v.currentTime;
     this.stats.lagS = lag;
+    this.stats.targetLagS = target;
+    let rate = 1.0;
     if (lag > SEEK_LAG_S) {
-      v.currentTime = end - TARGET_LAG_S;
-      v.playbackRate = 1.0;
-    } else if (lag > TARGET_LAG_S * 2) {
-      v.playbackRate = 1.1; // catch up without a visible jump
-    } else {
-      v.playbackRate = 1.0;
+      v.currentTime = end - target;
+    } else if (lag > target + 0.3) {
+      rate = 1.25;
+    } else if (lag > target + 0.05) {
+      rate = 1.1; // catch up without a visible jump
+    } else if (lag < target - 0.04) {
+      rate = 0.9; // give the next frame time to land before the buffer runs dry
     }
-    if (v.paused) v.play().catch(() => {});
+    if (v.playbackRate !== rate) v.playbackRate = rate;
+    // Start only with a little in hand: from a single frame, playback would stall at once.
+    if (v.paused && (lag >= target * 0.9 || this.stats.frames > 1)) v.play().catch(() => {});
+  }
+
+  _watchFrames() {
+    const v = this.video;
+    if (!v.requestVideoFrameCallback) return;
+    this._generation += 1;
+    const generation = this._generation;
+    const onFrame = (now, meta) => {
+      if (this.stopped || generation !== this._generation) return;
+      this.lastFrameAt = now;
+      this.stats.frames += 1;
+      this.stats.width = meta.width;
+      this.stats.height = meta.height;
+      if (this.stats.firstFrameMs === null) {
+        this.stats.firstFrameMs = now - this.startedAt;
+        this.onFirstFrame(this.stats.firstFrameMs, meta);
+      }
+      const arrived = this._arrivalOf(meta.mediaTime);
+      if (arrived !== null) this.stats.latencyMs = meta.expectedDisplayTime - arrived;
+      if (!v.paused && (this.stats.stalled || this.stats.state !== "playing")) this._playing();
+      v.requestVideoFrameCallback(onFrame);
+    };
+    v.requestVideoFrameCallback(onFrame);
+  }
+
+  _arrivalOf(mediaTime) {
+    // Newest first: the frame on screen is nearly always among the last few that arrived.
+    for (let i = this.arrivals.length - 1; i >= 0; i -= 1) {
+      const [t, at] = this.arrivals[i];
+      if (Math.abs(t - mediaTime) < 0.002) return at;
+      if (t < mediaTime - 1) break;
+    }
+    return null;
+  }
+
+  _checkStall() {
+    if (this.stopped || !this.sb || this.stats.unsupported) return;
+    const now = performance.now();
+    // Frozen picture while fragments keep arriving (or nothing arrives at all after playing).
+    const noFrames = this.lastFrameAt && now - this.lastFrameAt > STALL_AFTER_MS;
+    if (noFrames) this._setStalled();
   }
 }
