@@ -819,9 +819,21 @@ class SrtServer:
 
     _WAIT_MS = 100  # how often the thread looks at stop requests and connections closed by the app
     _MAX_EVENTS = 64
-    _BACKLOG = 16
+    # Cameras reconnect together after a cell outage: with libsrt's usual 16, a burst of 100-200
+    # callers was refused "Listener's backlog exceeded" (bench/ingest_fanout.py).
+    DEFAULT_BACKLOG = 256
 
-    def __init__(self, host: str, port: int, options: SrtOptions, handler: SrtServerHandler):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        options: SrtOptions,
+        handler: SrtServerHandler,
+        backlog: int = DEFAULT_BACKLOG,
+    ):
+        if backlog < 1:
+            raise ValueError(f"backlog must be at least 1, got {backlog}")
+        self._backlog = backlog
         self._host = host
         self._requested_port = port
         self._options = options
@@ -870,7 +882,7 @@ class SrtServer:
                 raise _error(f"srt_bind to {self.address}")
             if lib.srt_listen_callback(listener, self._listen_callback, None) < 0:
                 raise _error(f"srt_listen_callback on {self.address}")
-            if lib.srt_listen(listener, self._BACKLOG) < 0:
+            if lib.srt_listen(listener, self._backlog) < 0:
                 raise _error(f"srt_listen on {self.address}")
             bound = ctypes.create_string_buffer(128)
             length = ctypes.c_int(128)

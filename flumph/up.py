@@ -79,7 +79,14 @@ def _check_ports(ns: argparse.Namespace) -> str | None:
 class _Server:
     """Two uvicorn servers over one app; only the first runs the lifespan and owns signals."""
 
-    def __init__(self, app: Any, host: str, ports: list[int], before_shutdown: Callable[[], None]):
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        ports: list[int],
+        before_shutdown: Callable[[], None],
+        **uvicorn_options: Any,
+    ):
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -97,6 +104,7 @@ class _Server:
                     log_level="warning",
                     lifespan="on" if i == 0 else "off",
                     timeout_graceful_shutdown=5,
+                    **uvicorn_options,
                 )
             )
             for i, port in enumerate(ports)
@@ -202,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_routes(app)
     dashboard.add_routes(app)
     ports = [ns.port] if ns.dashboard_port == ns.port else [ns.port, ns.dashboard_port]
-    server = _Server(app, ns.host, ports, dashboard.close_feeds)
+    server = _Server(
+        app,
+        ns.host,
+        ports,
+        dashboard.close_feeds,
+        ws_max_size=ingest_cfg.max_message_bytes,
+        ws_per_message_deflate=False,  # see flumph.ingest.main: video does not compress
+    )
     started = False
     with contextlib.suppress(KeyboardInterrupt):
         started = asyncio.run(server.serve())

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             port=cfg.port,
             log_level="warning",
             ws_max_size=cfg.max_message_bytes,
+            # Video does not compress: permessage-deflate (which browsers offer) cost 24 % of
+            # the ingest's CPU at 100 streams and lost frames at 200 (bench/ingest_fanout.py).
+            ws_per_message_deflate=False,
             lifespan="on",
         )
     )

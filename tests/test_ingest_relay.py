@@ -239,3 +239,11 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
         env={"FLUMPH_INGEST_PROT": "1", "PATH": "/usr/bin"},
     )  # fmt: skip
     assert r.returncode == 2 and "FLUMPH_INGEST_PROT" in r.stderr
+
+
+async def test_viewers_get_no_websocket_compression(shared_ingest: Ingest) -> None:
+    # Browsers offer permessage-deflate; compressed AV1 is no smaller and costs the ingest CPU.
+    ws = await websockets.connect(f"{shared_ingest.ws}/ws/view/nosuch")
+    OPEN.append(ws)
+    assert ws.response is not None
+    assert "Sec-WebSocket-Extensions" not in ws.response.headers
