@@ -3,9 +3,6 @@ together (also embedded by ``flumph up``)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from fastapi import FastAPI
 from pydantic import Field, ValidationError, field_validator
 
@@ -13,6 +10,7 @@ from flumph import auth
 from flumph.config import StrictModel
 from flumph.control import PREFIX_RE
 from flumph.mqtt import MqttSettings
+from flumph.serviceapp import service_app
 
 from .access import Access
 from .api import EventFeed, add_api_routes
@@ -169,14 +167,4 @@ class DashboardService:
         add_page_routes(app, self.access, ingest_ws_url=self.cfg.ingest_ws_url)
 
     def app(self) -> FastAPI:
-        @contextlib.asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
-        app = FastAPI(title="Flumph dashboard", lifespan=lifespan)
-        self.add_routes(app)
-        return app
+        return service_app("Flumph dashboard", self)

@@ -36,11 +36,11 @@ every reconnect.
 
 Telemetry: every ``telemetry_interval_s`` (5 s) while streaming; while idle one heartbeat per
 ``heartbeat_interval_s`` (default one hour) and one after each connect. Idle cost at the default
-keepalive of 300 s, IP level, plain TCP (52 B of IPv4 + TCP-with-timestamps headers a segment),
-measured from the agent's socket counters (``ss -ti``) on loopback: a keepalive exchange is
-PINGREQ + PINGRESP + the client's ACK, 3 segments and 4 B of MQTT = 160 B, 12 an hour = 1.92 KB/h;
-a heartbeat is a ~150 B PUBLISH (compact JSON, nulls left out) plus the segments around it =
-~310 B. Total ~2.2 KB/h plain (TLS adds ~22-29 B per record). A heartbeat every keepalive would
+keepalive of 360 s, IP level, plain TCP (52 B of IPv4 + TCP-with-timestamps headers a segment),
+measured on a veth (bench/control_idle.py): a keepalive exchange is PINGREQ + PINGRESP + the
+client's ACK, 3 segments and 4 B of MQTT = 160 B, 10 an hour = 1.60 KB/h; a heartbeat is a ~150 B
+PUBLISH (compact JSON, nulls left out) plus the segments around it = 266 B. Total ~1.87 KB/h
+plain (TLS adds ~22-29 B per record). A heartbeat every keepalive would
 cost ~3.7 KB/h more. Presence comes from the will (1.5 x keepalive), so the heartbeat only backs
 up a broker whose will fails. It cannot replace the ping either: paho pings whenever nothing came
 *in* for a keepalive, and a QoS 0 publish gets no answer.

@@ -19,11 +19,12 @@ from flumph.config import StrictModel
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
-# Why 300 s: measured on the wire, an idle MQTT 3.1.1 connection costs 9.6 KB/h at paho's 60 s
-# default and 1.9 KB/h at 300 s (plain TCP), and a cellular NAT usually keeps a TCP mapping
-# longer than that. The price is presence: a device that dies silently shows offline after
-# 1.5 x keepalive (the broker's will), so the backend also ages presence from the heartbeat.
-DEFAULT_KEEPALIVE_S = 300
+# Why 360 s: measured on the wire (bench/control_idle.py), a keepalive exchange costs 160 B at IP
+# level and the agent's hourly idle heartbeat 266 B, so an idle device costs 1.87 KB/h at 360 s
+# (2.19 KB/h at 300 s; paho's 60 s default: 9.6 KB/h); cellular NATs usually keep an idle TCP
+# mapping longer than that. The price is presence: a device that dies silently shows offline
+# after 1.5 x keepalive (the broker's will: 9 minutes).
+DEFAULT_KEEPALIVE_S = 360
 
 
 class MqttSettings(StrictModel):

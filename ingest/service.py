@@ -4,9 +4,8 @@ together (also embedded by ``flumph up``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -15,6 +14,7 @@ from pydantic import Field, field_validator
 from flumph import auth, srt
 from flumph.config import StrictModel
 from flumph.mqtt import MqttSettings
+from flumph.serviceapp import service_app
 
 from .app import TokenGate, add_preview_routes, add_relay_routes
 from .demand import DemandPublisher
@@ -154,14 +154,4 @@ class IngestService:
             return [r.__dict__ for r in handler.errors]
 
     def app(self) -> FastAPI:
-        @contextlib.asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
-        app = FastAPI(title="Flumph ingest", lifespan=lifespan)
-        self.add_routes(app)
-        return app
+        return service_app("Flumph ingest", self)

@@ -66,7 +66,7 @@ def test_mqtt_toml_then_env_then_flags_merge_per_key(tmp_path: Path) -> None:
 
 def test_one_mqtt_setting_turns_it_on_with_the_defaults() -> None:
     config = load_agent_config(["--device-id", "cam-3"], {"FLUMPH_AGENT_MQTT_URL": "mqtt://h"})
-    assert config.mqtt is not None and config.mqtt.keepalive_s == DEFAULT_KEEPALIVE_S == 300
+    assert config.mqtt is not None and config.mqtt.keepalive_s == DEFAULT_KEEPALIVE_S == 360
 
 
 @pytest.mark.parametrize(
