@@ -225,16 +225,16 @@ async def _serve_viewer(ws: WebSocket, stream: Stream, view: Viewer) -> None:
 def add_preview_routes(app: FastAPI) -> None:
     """A bare player page per stream, served from the shared web assets."""
     web = resources.files("flumph") / "web"
+    # Read once here, not per request: file reads would block the event loop.
+    assets = {name: (web / name).read_text(encoding="utf-8") for name in ("player.js", "view.html")}
 
     @app.get("/view/{stream_id}")
     async def preview(stream_id: str) -> HTMLResponse:
-        html = (web / "view.html").read_text(encoding="utf-8")
-        return HTMLResponse(html)
+        return HTMLResponse(assets["view.html"])
 
     @app.get("/web/{name}")
     async def asset(name: str) -> Response:
-        if name not in {"player.js", "view.html"}:
+        if name not in assets:
             return Response(status_code=404)
-        body = (web / name).read_text(encoding="utf-8")
         kind = "text/javascript" if name.endswith(".js") else "text/html"
-        return Response(body, media_type=kind)
+        return Response(assets[name], media_type=kind)
