@@ -1,7 +1,7 @@
 """Config records and codec strings built from real encoder output, checked against FFmpeg.
 
 FFmpeg 8.1 (in PyAV) muxes the same encoder's parameter sets into an mp4; we read its
-hvcC/avcC/av1C back and compare field by field with what bitstream.py builds. Codec strings
+hvcC/avcC/av1C back and compare field by field with what our bitstream package builds. Codec strings
 are compared with the CODECS attribute FFmpeg's HLS muxer writes (AV1, H.264; it writes
 none for H.265 without encoder-reported profile/level).
 """
