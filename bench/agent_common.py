@@ -177,7 +177,7 @@ def encode_frames(
     from flumph.agent.encoders import SOFTWARE, EncoderSelector
     from flumph.settings import StreamSettings
 
-    settings = StreamSettings(codec=codec, width=width, height=height, fps=fps, bitrate_kbps=kbps)  # type: ignore[arg-type]
+    settings = StreamSettings(codec=codec, width=width, height=height, fps=fps, bitrate_kbps=kbps)
     encoder = EncoderSelector(available={SOFTWARE[codec]}).open(settings).encoder
     clip = EncodedClip(codec, encoder.name, width, height, fps, kbps, b"")
     for n, picture in enumerate(frames):

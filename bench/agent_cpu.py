@@ -99,7 +99,7 @@ def ffmpeg_command(codec: str, w: int, h: int, fps: int, kbps: int, port: int) -
     from flumph.agent.encoders import _options  # the agent's own encoder options, bench-only
     from flumph.settings import StreamSettings
 
-    settings = StreamSettings(codec=codec, width=w, height=h, fps=fps, bitrate_kbps=kbps)  # type: ignore[arg-type]
+    settings = StreamSettings(codec=codec, width=w, height=h, fps=fps, bitrate_kbps=kbps)
     name = FFMPEG_ENCODERS[codec]
     options = [arg for k, v in _options(name, settings).items() for arg in (f"-{k}", v)]
     url = f"srt://127.0.0.1:{port}?streamid=publish:bench-ffmpeg&latency=120000"

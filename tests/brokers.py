@@ -35,7 +35,7 @@ class Broker:
 
     def settings(self, user: str | None = None, **kw: object) -> MqttSettings:
         password = self.users.get(user) if user else None
-        return MqttSettings(url=self.url, username=user, password=password, **kw)  # type: ignore[arg-type]
+        return MqttSettings(url=self.url, username=user, password=password, **kw)
 
     def cli_auth(self, user: str | None) -> list[str]:
         """Arguments for mosquitto_pub/mosquitto_sub."""

@@ -134,7 +134,7 @@ class Decoded:
 def decode_fmp4(parts: list[bytes]) -> Decoded:
     """Decode init + fragments with PyAV, as a player would."""
     buf = io.BytesIO(b"".join(parts))
-    with av.open(buf, format="mp4") as c:
+    with av.open(buf, mode="r", format="mp4") as c:
         vs = c.streams.video[0]
         frames = keyframes = 0
         width = height = 0

@@ -43,7 +43,7 @@ def synthetic_frames(n: int, width: int = 320, height: int = 180) -> list[av.Vid
 
 
 def encode_document(codec: str, frames: list[av.VideoFrame], keyint_s: float = 1.0) -> bytes:
-    settings = StreamSettings(codec=codec, keyint_s=keyint_s, **SMALL)  # type: ignore[arg-type]
+    settings = StreamSettings(codec=codec, keyint_s=keyint_s, **SMALL)
     encoder = VideoEncoder(FAMILY_ENCODER[codec], codec, settings)
     writer: LiveMatroskaWriter | None = None
     out = bytearray()
@@ -71,7 +71,7 @@ def decode_all(document: bytes) -> list[av.VideoFrame]:
 def test_auto_really_tries_listed_hardware_and_falls_back_to_svt_av1() -> None:
     listed = [name for name in HARDWARE["hevc"] if name in av.codecs_available]
     assert listed, "PyAV lists no hardware HEVC encoder here; nothing to attempt"
-    choice = EncoderSelector().open(StreamSettings(codec="auto", **SMALL))  # type: ignore[arg-type]
+    choice = EncoderSelector().open(StreamSettings(codec="auto", **SMALL))
     results = dict((a.encoder, a.result) for a in choice.attempts)
     # No GPU, VAAPI, QSV, AMF or V4L2 M2M device on these machines: each listed one must have been
     # opened for real and failed, in order, before the software fallback.
@@ -87,10 +87,10 @@ def test_auto_really_tries_listed_hardware_and_falls_back_to_svt_av1() -> None:
 def test_failed_hardware_is_not_reopened_and_each_codec_has_its_fallback() -> None:
     selector = EncoderSelector()
     for codec, software in FAMILY_ENCODER.items():
-        choice = selector.open(StreamSettings(codec=codec, **SMALL))  # type: ignore[arg-type]
+        choice = selector.open(StreamSettings(codec=codec, **SMALL))
         assert choice.encoder.name == software
         choice.encoder.close()
-    again = selector.open(StreamSettings(codec="hevc", **SMALL))  # type: ignore[arg-type]
+    again = selector.open(StreamSettings(codec="hevc", **SMALL))
     skipped = [a for a in again.attempts if a.result.startswith("skipped: failed before")]
     assert skipped, again.attempts
     again.encoder.close()
@@ -110,7 +110,7 @@ def test_frames_marked_intra_by_a_decoder_do_not_force_all_intra(codec: str) -> 
         decoded = list(c.decode(c.streams.video[0]))
     assert len(decoded) == 20
     assert all(f.pict_type == PictureType.I for f in decoded)
-    settings = StreamSettings(codec=codec, keyint_s=4, **SMALL)  # type: ignore[arg-type]
+    settings = StreamSettings(codec=codec, keyint_s=4, **SMALL)
     encoder = VideoEncoder(FAMILY_ENCODER[codec], codec, settings)
     keys = [p.keyframe for f in decoded for p in encoder.encode(f)]
     encoder.close()
@@ -157,7 +157,7 @@ def test_codec_private_matches_ffmpeg_and_decodes(codec: str) -> None:
 
 
 def test_codec_private_from_in_band_headers_equals_extradata_version() -> None:
-    settings = StreamSettings(codec="hevc", **SMALL)  # type: ignore[arg-type]
+    settings = StreamSettings(codec="hevc", **SMALL)
     encoder = VideoEncoder("libx265", "hevc", settings)
     from_extradata = codec_private("hevc", encoder.extradata)
     first = encoder.encode(synthetic_frames(1)[0], force_keyframe=True)[0]
@@ -244,7 +244,7 @@ class BlockingReader(io.RawIOBase):
 @pytest.mark.parametrize("codec", ["av1", "hevc"])
 def test_each_frame_is_demuxable_as_soon_as_its_bytes_arrive(codec: str) -> None:
     """A live demuxer (PyAV) gets frame N out of the bytes written for frame N alone."""
-    settings = StreamSettings(codec=codec, keyint_s=1, **SMALL)  # type: ignore[arg-type]
+    settings = StreamSettings(codec=codec, keyint_s=1, **SMALL)
     encoder = VideoEncoder(FAMILY_ENCODER[codec], codec, settings)
     packets = [encoder.encode(f)[0] for f in synthetic_frames(12)]
     encoder.close()
@@ -292,7 +292,7 @@ def test_stamps_survive_compression_at_low_bitrate() -> None:
     assert len(decoded) == 15
     for i, frame in enumerate(decoded):
         luma = frame.to_ndarray()[:180]
-        number, ms = read_stamp(luma)
+        number, ms = read_stamp(luma.astype(np.uint8))
         assert number == 100 + i
         assert (
             ms == round((wall + i / 15) * 1000) % 2**32

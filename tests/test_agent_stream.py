@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -103,7 +104,7 @@ def decode(document: bytes) -> Decoded:
         frames[0].width,
         frames[0].height,
         [i for i, f in enumerate(frames) if f.key_frame],
-        [read_stamp(f.to_ndarray()[: f.height])[0] for f in frames],
+        [read_stamp(f.to_ndarray()[: f.height].astype(np.uint8))[0] for f in frames],
     )
 
 

@@ -106,7 +106,7 @@ async def test_publisher_reconnect_within_grace_keeps_viewers() -> None:
     hub.publisher_gone(stream2, token2, grace=True)
     await asyncio.sleep(0.4)
     assert stream.ended
-    tail = drain(viewer.queue)  # type: ignore[arg-type]
+    tail = drain(viewer.queue)
     assert json.loads(str(tail[-2]))["type"] == "ended" and tail[-1] is None
     assert hub.get("cam1") is None
 

@@ -258,10 +258,10 @@ async def test_publisher_reconnect_keeps_viewer_and_sends_new_init(ingest: Inges
     p2 = ffmpeg_publish(ingest.srt_url("recon"), seconds=2, size="160x120")
     await asyncio.to_thread(finish, p2)
     got = await viewer
-    segs = got.segments()  # type: ignore[attr-defined]
-    assert len(segs) == 2, got.texts  # type: ignore[attr-defined]
+    segs = got.segments()
+    assert len(segs) == 2, got.texts
     assert (decode_fmp4(segs[0][1]).width, decode_fmp4(segs[1][1]).width) == (320, 160)
-    assert len(got.of_type("ended")) == 1  # type: ignore[attr-defined]
+    assert len(got.of_type("ended")) == 1
 
 
 async def test_late_joiner_gets_gop_cache_at_once(shared_ingest: Ingest) -> None:
