@@ -60,6 +60,7 @@ from flumph import __version__
 from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH, encode_snapshot
 from flumph.agent.transport import PAYLOAD_SIZE
 from flumph.control import (
+    CONTRACT_VERSION,
     Ack,
     Command,
     ContractError,
@@ -226,7 +227,7 @@ class AgentControl:
         self.connects += 1
         t, dev = self.topics, self.device_id
         client.subscribe([(t.desired(dev), 1), (t.cmd_all(dev), 1)])
-        birth = Status(state="online", agent=__version__).payload()
+        birth = Status(state="online", agent=__version__, contract=CONTRACT_VERSION).payload()
         client.publish(t.status(dev), birth, qos=1, retain=True)
         with self._reported_lock:
             reported = self._reported

@@ -7,6 +7,7 @@ command-line flags. Every model forbids unknown keys, so a typo is an error that
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,12 +64,25 @@ def env_overrides(
     return out
 
 
+# Keys whose values are never echoed in an error: messages end up in logs and on MQTT topics.
+_SECRET_KEY_RE = re.compile(r"pass|secret|token|credential|private|(^|_)key($|_)", re.IGNORECASE)
+
+
+def is_secret_key(key: str) -> bool:
+    """A password, passphrase, secret or token; a path to a file holding one is not."""
+    if key.endswith(("_file", "_path", "_dir")):
+        return False
+    return bool(_SECRET_KEY_RE.search(key))
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "(root)"
         if e["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
+        elif any(is_secret_key(str(x)) for x in e["loc"]):
+            parts.append(f"{key}: {e['msg']} (value not shown: it is a secret)")
         else:
             parts.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return f"invalid configuration in {source}: " + "; ".join(parts)

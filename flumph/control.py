@@ -145,11 +145,26 @@ class Topics:
 # --- messages ---------------------------------------------------------------------------------
 
 
+# The contract's version, sent once per connection in the device's birth (``Status.contract``).
+# Messages between components are tolerant readers: a newer peer's unknown fields are ignored, so
+# a fleet upgrades one device at a time. A change that an older reader would misread (a field
+# whose meaning changes) bumps this number instead of reusing the field.
+CONTRACT_VERSION = 1
+
+
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A message one component sends another (status, reported, telemetry, ack, demand)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     def payload(self) -> bytes:
         return self.model_dump_json(exclude_none=False).encode()
+
+
+class Request(Message):
+    """What people and their tools send (commands): strict, an unknown key is refused by name."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 M = TypeVar("M", bound=Message)
@@ -189,6 +204,7 @@ class Status(Message):
     state: Literal["online", "offline"]
     ts: float = Field(default_factory=now)
     agent: str | None = None  # agent version, in the birth message
+    contract: int | None = None  # CONTRACT_VERSION of the sender, in the birth message
 
 
 SETTINGS_KEYS = frozenset(StreamSettings.model_fields)
@@ -259,7 +275,7 @@ class Reported(Message):
     ts: float = Field(default_factory=now)
 
 
-class Command(Message):
+class Command(Request):
     id: str = Field(min_length=1, max_length=64)
 
 
