@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keyint-s", type=float)
     p.add_argument("--srt-latency-ms", type=int)
     p.add_argument("--frames-per-burst", type=int)
+    p.add_argument("--data-budget-mb", type=float, help="data budget per period (MB of 10^6 B)")
+    p.add_argument("--budget-reset-day", type=int, help="1-28: the period starts 00:00 UTC")
+    p.add_argument(
+        "--budget-pacing", action="store_true", default=None, help="pace bitrate to the budget"
+    )
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--log-level", help="debug | info | warning | error")
     p.add_argument("--telemetry-interval-s", type=float)

@@ -43,8 +43,8 @@ from flumph.settings import StreamSettings
 
 DEFAULT_PREFIX = "flumph"
 PREFIX_RE = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
-COMMANDS = ("keyframe", "snapshot", "restart")
-CommandName = Literal["keyframe", "snapshot", "restart"]
+COMMANDS = ("keyframe", "snapshot", "restart", "grant")
+CommandName = Literal["keyframe", "snapshot", "restart", "grant"]
 TopicKind = Literal[
     "status", "desired", "set", "reported", "cmd", "ack", "telemetry", "snapshot", "demand"
 ]
@@ -205,6 +205,7 @@ class Status(Message):
     ts: float = Field(default_factory=now)
     agent: str | None = None  # agent version, in the birth message
     contract: int | None = None  # CONTRACT_VERSION of the sender, in the birth message
+    usage: Usage | None = None  # in the birth: the period's usage, so a backend knows it at once
 
 
 SETTINGS_KEYS = frozenset(StreamSettings.model_fields)
@@ -272,11 +273,29 @@ class Reported(Message):
     encoder_reason: str | None = None
     streaming: bool = False
     error: str | None = None
+    budget: Budget | None = None
     ts: float = Field(default_factory=now)
 
 
 class Command(Request):
     id: str = Field(min_length=1, max_length=64)
+
+
+MAX_GRANT_MB = 1_000_000.0
+
+
+class Grant(Command):
+    """``cmd/grant``: a one-shot allowance of ``mb`` megabytes (10^6 B) for this budget period."""
+
+    mb: float = Field(gt=0, le=MAX_GRANT_MB, strict=True)
+
+
+COMMAND_MODELS: dict[str, type[Command]] = {"grant": Grant}
+
+
+def decode_command(name: str, payload: bytes | str) -> Command:
+    """The command ``cmd/<name>`` carries: :class:`Grant` for grant, else a plain Command."""
+    return decode(COMMAND_MODELS.get(name, Command), payload)
 
 
 class Ack(Message):
@@ -293,10 +312,43 @@ class LinkStats(Message):
 
 
 class Usage(Message):
+    """Bytes the device used this budget period, both directions, at IP level.
+
+    ``month`` is the period's first day as "YYYY-MM" (UTC); ``period_start`` is its exact start
+    (epoch seconds: 00:00 UTC of ``budget_reset_day``). ``by_kind`` splits the total by traffic:
+    ``"srt"`` (video link), ``"mqtt"`` (control, snapshots excluded) and ``"snapshot"`` (the
+    MQTT bytes of snapshot publishes). ``budget_bytes`` is the period's limit: the budget plus
+    allowances granted this period (None: no budget).
+    """
+
     month: str  # "YYYY-MM"
     bytes_sent: int = 0
     bytes_received: int = 0
     budget_bytes: int | None = None
+    period_start: float | None = None
+    by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+BudgetState = Literal["ok", "warn", "pacing", "exhausted"]
+
+
+class Budget(Message):
+    """The device's data budget as it enforces it (``reported.budget``, ``telemetry.budget``).
+
+    ``state``: ok; warn at 80 % of budget + allowance; pacing when ``budget_pacing`` holds the
+    bitrate below the setting (``cap_kbps``); exhausted at 100 %: the device does not stream
+    until ``resets_at`` or a grant. ``message`` says it in words (why a start was refused, or
+    that a copied stream cannot be paced).
+    """
+
+    state: BudgetState
+    used_bytes: int = Field(ge=0)
+    budget_bytes: int | None = Field(default=None, ge=0)
+    allowance_bytes: int = Field(default=0, ge=0)  # one-shot grants this period
+    period_start: float
+    resets_at: float
+    cap_kbps: int | None = None  # pacing cap, None = not capped
+    message: str | None = None
 
 
 class Telemetry(Message):
@@ -310,6 +362,7 @@ class Telemetry(Message):
     frames_dropped: int | None = None
     srt: LinkStats | None = None
     usage: Usage | None = None
+    budget: Budget | None = None
     heartbeat_s: float | None = None  # when idle: the interval until the next heartbeat
 
 

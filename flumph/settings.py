@@ -54,6 +54,27 @@ class StreamSettings(StrictModel):
         description="N>1 sends N frames at once: fewer SRT ACK/ACKACK for N-1 frames of delay",
     )
     always_on: bool = Field(default=False, title="Stream even when nobody watches")
+    data_budget_mb: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000_000,
+        title="Data budget per period (MB of 1,000,000 bytes)",
+        description="every byte both ways (SRT, MQTT, snapshots) at IP level; none = no budget; "
+        "at 80 % the device warns, at 100 % it stops streaming until the period resets",
+    )
+    budget_reset_day: int = Field(
+        default=1,
+        ge=1,
+        le=28,
+        title="Budget period starts on day (1-28, 00:00 UTC)",
+        description="the day of the month when the count restarts, as the carrier bills",
+    )
+    budget_pacing: bool = Field(
+        default=False,
+        title="Pace the bitrate to the budget",
+        description="lower the bitrate cap while the period's usage runs ahead of a straight "
+        "line to the budget, instead of going dark before the period ends",
+    )
     streaming: bool = Field(default=False, title="Streaming now")
 
     @field_validator("width", "height")
