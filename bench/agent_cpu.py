@@ -134,7 +134,7 @@ def ffmpeg_command(codec: str, w: int, h: int, fps: int, kbps: int, port: int) -
 def count_block_offsets(data: bytes) -> list[int]:
     """Start offsets of every SimpleBlock/BlockGroup in a concatenation of Matroska documents
     (a stream cut short at the end is fine)."""
-    from flumph.agent.mkvlive import iter_elements
+    from flumph.media.ebml import iter_elements
 
     offsets = []
     try:

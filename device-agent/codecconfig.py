@@ -11,22 +11,11 @@ hvcC arrays are marked complete). The record layouts themselves live in the core
 from __future__ import annotations
 
 from flumph.media import bitstream as bs
-
-# Codec families as the agent names them.
-AV1 = "av1"
-HEVC = "hevc"
-H264 = "h264"
-
-MATROSKA_CODEC_IDS = {AV1: "V_AV1", HEVC: "V_MPEGH/ISO/HEVC", H264: "V_MPEG4/ISO/AVC"}
+from flumph.media.matroska_writer import AV1, H264, HEVC
 
 
 def split_annex_b(data: bytes) -> list[bytes]:
     return bs.split_annexb(data)
-
-
-def iter_obus(data: bytes) -> list[tuple[int, bytes, bytes]]:
-    """(obu_type, whole OBU, payload) for each OBU of a low-overhead bitstream."""
-    return [(o.obu_type, o.raw, o.payload) for o in bs.split_obus(data)]
 
 
 def _unique(nals: list[bytes]) -> list[bytes]:

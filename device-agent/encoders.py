@@ -29,7 +29,8 @@ import numpy as np
 from av.codec.context import Flags
 from av.video.frame import PictureType
 
-from flumph.agent.codecconfig import AV1, H264, HEVC, codec_private
+from flumph.agent.codecconfig import codec_private
+from flumph.media.matroska_writer import AV1, H264, HEVC
 from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.encoders")

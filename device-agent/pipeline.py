@@ -22,10 +22,10 @@ import av
 
 from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
-from flumph.agent.mkvlive import LiveMatroskaWriter, TrackInfo
 from flumph.agent.sources import FrameSource, SourceError, open_source
 from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
 from flumph.agent.usage import UsageStore
+from flumph.media.matroska_writer import LiveMatroskaWriter, TrackInfo
 from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.pipeline")

@@ -21,16 +21,15 @@ from flumph.agent.codecconfig import (
     split_annex_b,
 )
 from flumph.agent.encoders import HARDWARE, EncoderSelector, VideoEncoder, candidates
-from flumph.agent.mkvlive import (
-    LiveMatroskaWriter,
-    TrackInfo,
+from flumph.agent.sources import SyntheticSource, read_stamp, stamp_block_size
+from flumph.media.ebml import (
     codec_private_of,
     encode_size,
     iter_elements,
     read_size,
     split_documents,
 )
-from flumph.agent.sources import SyntheticSource, read_stamp, stamp_block_size
+from flumph.media.matroska_writer import LiveMatroskaWriter, TrackInfo
 from flumph.settings import StreamSettings
 
 SMALL = {"width": 320, "height": 180, "fps": 15, "bitrate_kbps": 150}

@@ -23,10 +23,10 @@ import pytest
 from pydantic import ValidationError
 
 from flumph.agent.encoders import EncoderError, EncoderSelector
-from flumph.agent.mkvlive import split_documents
 from flumph.agent.pipeline import Pipeline
 from flumph.agent.sources import read_stamp
 from flumph.agent.usage import FILE_NAME, UsageStore
+from flumph.media.ebml import split_documents
 from flumph.settings import StreamSettings
 from flumph.srt import Accept, SrtOptions, SrtServer, SrtSocket
 from tests.conftest import Ingest

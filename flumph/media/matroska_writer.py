@@ -14,52 +14,38 @@ would leave up to a GOP late; this one returns every SimpleBlock at once. Layout
 A new document (fresh EBML header) starts whenever the encoder is reopened or the link
 reconnects; a reader tells documents apart by the EBML header ID appearing where a Cluster could
 be. Frames are stored as Matroska wants them: H.264/H.265 length-prefixed (4 bytes), AV1 without
-temporal delimiters.
+temporal delimiters. The reader of these bytes is ``flumph.media.matroska_reader``.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from flumph.agent.codecconfig import AV1, H264, HEVC, MATROSKA_CODEC_IDS, iter_obus, split_annex_b
+from flumph.media import bitstream as bs
+from flumph.media.ebml import (
+    CLUSTER_ID,
+    EBML_ID,
+    INFO_ID,
+    SEGMENT_ID,
+    SIMPLEBLOCK_ID,
+    TIMESTAMP_ID,
+    TRACKS_ID,
+    UNKNOWN_SIZE,
+    element,
+    encode_id,
+    encode_size,
+    str_element,
+    uint_element,
+)
 
-EBML_ID = 0x1A45DFA3
-SEGMENT_ID = 0x18538067
-CLUSTER_ID = 0x1F43B675
-INFO_ID = 0x1549A966
-TRACKS_ID = 0x1654AE6B
-TIMESTAMP_ID = 0xE7
-SIMPLEBLOCK_ID = 0xA3
+# Codec families as the agent names them, and their Matroska CodecIDs.
+AV1 = "av1"
+HEVC = "hevc"
+H264 = "h264"
+MATROSKA_CODEC_IDS = {AV1: "V_AV1", HEVC: "V_MPEGH/ISO/HEVC", H264: "V_MPEG4/ISO/AVC"}
 
-UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 _MAX_BLOCK_OFFSET_MS = 30_000  # SimpleBlock timestamps are int16 ms relative to the cluster
-_OBU_TEMPORAL_DELIMITER = 2
-
-
-def encode_id(element_id: int) -> bytes:
-    return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big")
-
-
-def encode_size(size: int) -> bytes:
-    """The shortest EBML variable-size integer for ``size`` (all-ones patterns are reserved)."""
-    for length in range(1, 9):
-        if size < (1 << (7 * length)) - 1:
-            return ((1 << (7 * length)) | size).to_bytes(length, "big")
-    raise ValueError(f"EBML size {size} too large")
-
-
-def element(element_id: int, payload: bytes) -> bytes:
-    return encode_id(element_id) + encode_size(len(payload)) + payload
-
-
-def uint_element(element_id: int, value: int) -> bytes:
-    return element(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
-
-
-def str_element(element_id: int, value: str) -> bytes:
-    return element(element_id, value.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -113,16 +99,16 @@ def header_bytes(track: TrackInfo, writing_app: str = "flumph-agent") -> bytes:
 
 def annex_b_to_length_prefixed(data: bytes) -> bytes:
     out = bytearray()
-    for nal in split_annex_b(data):
+    for nal in bs.split_annexb(data):
         out += len(nal).to_bytes(4, "big") + nal
     return bytes(out)
 
 
 def strip_temporal_delimiters(data: bytes) -> bytes:
-    obus = iter_obus(data)
-    if not any(t == _OBU_TEMPORAL_DELIMITER for t, _, _ in obus):
+    obus = bs.split_obus(data)
+    if not any(o.obu_type == bs.OBU_TEMPORAL_DELIMITER for o in obus):
         return data
-    return b"".join(whole for t, whole, _ in obus if t != _OBU_TEMPORAL_DELIMITER)
+    return b"".join(o.raw for o in obus if o.obu_type != bs.OBU_TEMPORAL_DELIMITER)
 
 
 def frame_payload(codec: str, packet: bytes) -> bytes:
@@ -181,88 +167,3 @@ class LiveMatroskaWriter:
         if not self.frames:
             return 0.0
         return (self.written_bytes - self.header_size - self.packet_bytes) / self.frames
-
-
-# Reading: enough EBML to check our own output and to split a byte stream into documents.
-
-_MASTER_IDS = {SEGMENT_ID, CLUSTER_ID}
-
-
-def read_id(data: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(data):
-        raise ValueError(f"EBML element ID truncated at offset {pos}")
-    first = data[pos]
-    length = 8 - first.bit_length() + 1
-    if first == 0 or length > 4:
-        raise ValueError(f"invalid EBML element ID byte 0x{first:02x} at offset {pos}")
-    if pos + length > len(data):
-        raise ValueError(f"EBML element ID truncated at offset {pos}")
-    return int.from_bytes(data[pos : pos + length], "big"), pos + length
-
-
-def read_size(data: bytes, pos: int) -> tuple[int | None, int]:
-    """(size or None for unknown, position after it)."""
-    if pos >= len(data):
-        raise ValueError(f"EBML size truncated at offset {pos}")
-    first = data[pos]
-    if first == 0:
-        raise ValueError(f"invalid EBML size byte 0x00 at offset {pos}")
-    length = 8 - first.bit_length() + 1
-    if pos + length > len(data):
-        raise ValueError(f"EBML size truncated at offset {pos}")
-    value = int.from_bytes(data[pos : pos + length], "big") & ((1 << (7 * length)) - 1)
-    if value == (1 << (7 * length)) - 1:
-        return None, pos + length
-    return value, pos + length
-
-
-@dataclass(frozen=True)
-class Element:
-    id: int
-    start: int  # offset of the ID
-    data_start: int
-    size: int | None  # None: unknown size (a live Segment or Cluster)
-
-
-def iter_elements(data: bytes) -> Iterator[Element]:
-    """Every element in document order, descending into Segment and Cluster (sized or not)."""
-    pos = 0
-    while pos < len(data):
-        element_id, p = read_id(data, pos)
-        size, p = read_size(data, p)
-        yield Element(element_id, pos, p, size)
-        if element_id in _MASTER_IDS:
-            pos = p  # descend: children follow
-        elif size is None:
-            raise ValueError(f"element 0x{element_id:X} at offset {pos} has unknown size")
-        else:
-            pos = p + size
-
-
-def split_documents(data: bytes) -> list[bytes]:
-    """Cut a concatenation of live Matroska streams at each EBML header."""
-    starts = [e.start for e in iter_elements(data) if e.id == EBML_ID]
-    if not starts or starts[0] != 0:
-        raise ValueError("data does not start with an EBML header")
-    return [data[s:e] for s, e in zip(starts, [*starts[1:], len(data)], strict=True)]
-
-
-def codec_private_of(document: bytes) -> bytes:
-    for e in iter_elements(document):
-        if e.id == TRACKS_ID and e.size is not None:
-            tracks = document[e.data_start : e.data_start + e.size]
-            return _find_child(_find_child(tracks, 0xAE), 0x63A2)
-    raise ValueError("no Tracks element")
-
-
-def _find_child(data: bytes, wanted: int) -> bytes:
-    pos = 0
-    while pos < len(data):
-        element_id, p = read_id(data, pos)
-        size, p = read_size(data, p)
-        if size is None:
-            raise ValueError(f"element 0x{element_id:X} has unknown size inside Tracks")
-        if element_id == wanted:
-            return data[p : p + size]
-        pos = p + size
-    raise ValueError(f"element 0x{wanted:X} not found")
