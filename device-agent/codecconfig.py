@@ -11,7 +11,7 @@ hvcC arrays are marked complete). The record layouts themselves live in the core
 from __future__ import annotations
 
 from flumph.media import bitstream as bs
-from flumph.media.matroska_writer import AV1, H264, HEVC
+from flumph.media.matroska_header import AV1, H264, HEVC
 
 
 def split_annex_b(data: bytes) -> list[bytes]:

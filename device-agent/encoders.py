@@ -30,7 +30,7 @@ from av.codec.context import Flags
 from av.video.frame import PictureType
 
 from flumph.agent.codecconfig import codec_private
-from flumph.media.matroska_writer import AV1, H264, HEVC
+from flumph.media.matroska_header import AV1, H264, HEVC
 from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.encoders")

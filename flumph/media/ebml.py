@@ -82,6 +82,49 @@ def read_size(data: bytes, pos: int) -> tuple[int | None, int]:
     return value, pos + length
 
 
+def parse_header(
+    buf: bytes | memoryview, pos: int, offset: int
+) -> tuple[int, int | None, int] | None:
+    """(ID, size or None if unknown, header length) at ``pos``, or None if the bytes end first."""
+    n = len(buf)
+    if pos >= n:
+        return None
+    first = buf[pos]
+    if first >= 0x80:  # the common one-byte IDs (SimpleBlock, Timestamp, Void)
+        id_len = 1
+        element_id = first
+    else:
+        id_len = 9 - first.bit_length()
+        if first == 0 or id_len > 4:
+            raise ValueError(f"invalid EBML element ID byte 0x{first:02x} at offset {offset}")
+        if pos + id_len > n:
+            return None
+        element_id = int.from_bytes(buf[pos : pos + id_len], "big")
+    p = pos + id_len
+    if p >= n:
+        return None
+    first = buf[p]
+    if first == 0:
+        raise ValueError(f"invalid EBML size byte 0x00 at offset {offset + id_len}")
+    size_len = 9 - first.bit_length()
+    if p + size_len > n:
+        return None
+    value = int.from_bytes(buf[p : p + size_len], "big") & ((1 << (7 * size_len)) - 1)
+    size = None if value == (1 << (7 * size_len)) - 1 else value
+    return element_id, size, id_len + size_len
+
+
+def parse_vint(buf: bytes | memoryview, pos: int) -> tuple[int, int] | None:
+    """(value, position after) of an EBML variable-size integer, None if invalid or cut off."""
+    if pos >= len(buf) or buf[pos] == 0:
+        return None
+    length = 9 - buf[pos].bit_length()
+    if pos + length > len(buf):
+        return None
+    value = int.from_bytes(buf[pos : pos + length], "big") & ((1 << (7 * length)) - 1)
+    return value, pos + length
+
+
 @dataclass(frozen=True)
 class Element:
     id: int

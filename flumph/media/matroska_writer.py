@@ -38,12 +38,7 @@ from flumph.media.ebml import (
     str_element,
     uint_element,
 )
-
-# Codec families as the agent names them, and their Matroska CodecIDs.
-AV1 = "av1"
-HEVC = "hevc"
-H264 = "h264"
-MATROSKA_CODEC_IDS = {AV1: "V_AV1", HEVC: "V_MPEGH/ISO/HEVC", H264: "V_MPEG4/ISO/AVC"}
+from flumph.media.matroska_header import AV1, H264, HEVC, MATROSKA_CODEC_IDS
 
 _MAX_BLOCK_OFFSET_MS = 30_000  # SimpleBlock timestamps are int16 ms relative to the cluster
 
