@@ -51,7 +51,15 @@ from flumph.media.matroska_header import (
     read_tracks,
 )
 
-__all__ = ["Event", "MatroskaReader", "Packet", "StreamHeader", "Track", "Unsupported"]
+__all__ = [
+    "Event",
+    "MatroskaError",
+    "MatroskaReader",
+    "Packet",
+    "StreamHeader",
+    "Track",
+    "Unsupported",
+]
 
 DEFAULT_MAX_ELEMENT_BYTES = 8 * 1024 * 1024  # one frame; the ingest's per-stream feed limit
 MAX_HEADER_ELEMENT_BYTES = 1024 * 1024  # EBML header, Info, Tracks
@@ -75,6 +83,14 @@ class Packet(NamedTuple):
     payload: memoryview
 
 
+class MatroskaError(ValueError):
+    """Bad bytes. ``events`` holds what the same ``feed()`` call had read before them."""
+
+    def __init__(self, message: str, events: list[Event]) -> None:
+        super().__init__(message)
+        self.events = events
+
+
 @dataclass(frozen=True)
 class Unsupported:
     """The stream uses something this reader does not handle; feed ``resume`` and every later byte
@@ -92,8 +108,8 @@ Event = StreamHeader | Packet | Unsupported
 class MatroskaReader:
     """Feed bytes; get :class:`StreamHeader`, :class:`Packet` and :class:`Unsupported` events.
 
-    Bad bytes raise ``ValueError`` naming the problem and the stream offset; after that, or after
-    an :class:`Unsupported`, the reader refuses more input.
+    Bad bytes raise :class:`MatroskaError` (a ``ValueError``) naming the problem and the stream
+    offset; after that, or after an :class:`Unsupported`, the reader refuses more input.
     """
 
     def __init__(self, max_element_bytes: int = DEFAULT_MAX_ELEMENT_BYTES) -> None:
@@ -124,13 +140,13 @@ class MatroskaReader:
             raise ValueError("the reader was stopped (bad bytes or an unsupported stream)")
         out: list[Event] = []
         view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
+        if type(data) is not bytes and (view.format != "B" or view.ndim != 1):
             view = view.cast("B")
         try:
             self._feed(view, out)
-        except ValueError:
+        except ValueError as e:
             self._state = _DONE
-            raise
+            raise MatroskaError(str(e), out) from None
         return out
 
     def _feed(self, view: memoryview, out: list[Event]) -> None:
@@ -138,15 +154,19 @@ class MatroskaReader:
         pos = 0
         base = self.offset  # stream offset of view[0]
         while pos < n:
-            if self._body is not None:
-                take = min(len(self._body) - self._body_fill, n - pos)
-                self._body[self._body_fill : self._body_fill + take] = view[pos : pos + take]
-                self._body_fill += take
+            body = self._body
+            if body is not None:  # an element collected over chunks
+                fill = self._body_fill
+                take = min(len(body) - fill, n - pos)
+                body[fill : fill + take] = view[pos : pos + take]
                 pos += take
-                if self._body_fill == len(self._body):
-                    body = memoryview(self._body)
+                fill += take
+                self._body_fill = fill
+                if fill == len(body):
                     self._body = None
-                    if not self._element(self._body_id, self._body_start, body, view, pos, out):
+                    if not self._element(
+                        self._body_id, self._body_start, memoryview(body), view, pos, out
+                    ):
                         return
                 continue
             if self._skip:
@@ -154,7 +174,39 @@ class MatroskaReader:
                 self._skip -= take
                 pos += take
                 continue
-            self._close_sized(base + pos - len(self._head))
+            if (
+                view[pos] == 0xA3
+                and self._state == _CLUSTER
+                and pos + 2 < n
+                and not self._head
+                and self._cluster_ts is not None
+                and view[pos + 1] & 0xC0
+            ):
+                # The hot path: a SimpleBlock with a 1- or 2-byte size, inside its Cluster.
+                first = view[pos + 1]
+                if first & 0x80:
+                    block_size, length = first & 0x7F, 2
+                else:
+                    block_size, length = (first & 0x3F) << 8 | view[pos + 2], 3
+                end = self._cluster_end
+                if (
+                    block_size < (0x7F if length == 2 else 0x3FFF)
+                    and block_size <= self.max_element_bytes
+                    and (end is None or base + pos + length + block_size <= end)
+                ):
+                    start = base + pos
+                    pos += length
+                    if n - pos >= block_size:
+                        pos += block_size
+                        block = view[pos - block_size : pos]
+                        if not self._simple_block(start, block, view, pos, out):
+                            return
+                    else:
+                        self._collect(SIMPLEBLOCK_ID, start, block_size)
+                    continue
+                # Unknown or over the limit: the general path says so.
+            if self._segment_end is not None or self._cluster_end is not None:
+                self._close_sized(base + pos - len(self._head))
             # An element header: ID (1-4 bytes) and size (1-8 bytes).
             if self._head:
                 buf = self._head + bytes(view[pos : pos + 12])
@@ -176,18 +228,23 @@ class MatroskaReader:
                 element_id, size, length = parsed
                 start = base + pos
                 pos += length
-            if not self._open(element_id, size, start, base + pos, view, pos, out):
-                return
-            if self._body is not None and self._body_fill == 0:
-                # Buffered element: in this chunk whole (no copy) or collected over chunks.
-                need = len(self._body)
-                if n - pos >= need:
-                    self._body = None
-                    body = view[pos : pos + need]
-                    pos += need
-                    if not self._element(element_id, start, body, view, pos, out):
+            wanted = self._open(element_id, size, start, base + pos, view, pos, out)
+            if wanted is None:
+                return  # handed off
+            if wanted >= 0:  # an element read whole: in this chunk (no copy) or collected
+                if n - pos >= wanted:
+                    pos += wanted
+                    if not self._element(
+                        element_id, start, view[pos - wanted : pos], view, pos, out
+                    ):
                         return
+                else:
+                    self._collect(element_id, start, wanted)
         self.offset = base + n
+
+    def _collect(self, element_id: int, start: int, size: int) -> None:
+        self._body_id, self._body_start = element_id, start
+        self._body, self._body_fill = bytearray(size), 0
 
     def _close_sized(self, at: int) -> None:
         if self._cluster_end is not None and at >= self._cluster_end:
@@ -205,8 +262,9 @@ class MatroskaReader:
         view: memoryview,
         pos: int,
         out: list[Event],
-    ) -> bool:
-        """Decide what to do with an element whose header was read; False once handed off."""
+    ) -> int | None:
+        """What to do with an element whose header was read: read its ``size`` bytes whole
+        (returns the size), descend into it or skip it (-1), or hand off (None)."""
         where = f"at offset {start}"
         if self._state == _CLUSTER and element_id in _ENDS_CLUSTER:
             if self._cluster_end is not None:
@@ -224,20 +282,21 @@ class MatroskaReader:
             if element_id == SIMPLEBLOCK_ID:
                 if self._cluster_ts is None:
                     raise ValueError(f"SimpleBlock {where} before its Cluster's Timestamp")
-                return self._buffer(element_id, size, start, self.max_element_bytes)
+                return self._whole(element_id, size, start, self.max_element_bytes)
             if element_id == TIMESTAMP_ID:
-                return self._buffer(element_id, size, start, 8)
+                return self._whole(element_id, size, start, 8)
             if element_id == BLOCKGROUP_ID:
                 head = encode_id(element_id) + (UNKNOWN_SIZE if size is None else encode_size(size))
-                return self._hand_off(f"BlockGroup {where}", head, b"", view, pos, out)
+                self._hand_off(f"BlockGroup {where}", head, b"", view, pos, out)
+                return None
         elif self._state == _SEGMENT:
             if element_id == CLUSTER_ID:
                 return self._open_cluster(size, end, start, view, pos, out)
             if element_id in (INFO_ID, TRACKS_ID):
-                return self._buffer(element_id, size, start, MAX_HEADER_ELEMENT_BYTES)
+                return self._whole(element_id, size, start, MAX_HEADER_ELEMENT_BYTES)
         else:
             if element_id == EBML_ID:
-                return self._buffer(element_id, size, start, MAX_HEADER_ELEMENT_BYTES)
+                return self._whole(element_id, size, start, MAX_HEADER_ELEMENT_BYTES)
             if element_id == SEGMENT_ID:
                 if self._doc_type is None:
                     raise ValueError(f"Segment {where} before an EBML header")
@@ -245,7 +304,7 @@ class MatroskaReader:
                 self._tracks, self._raw_info, self._raw_tracks = None, b"", b""
                 self.header = None
                 self._scale = DEFAULT_TIMESTAMP_SCALE_NS
-                return True
+                return -1
             if element_id not in (VOID_ID, CRC32_ID):
                 raise ValueError(
                     f"expected an EBML header or a Segment {where}, got 0x{element_id:X}"
@@ -253,7 +312,7 @@ class MatroskaReader:
         if size is None:
             raise ValueError(f"element 0x{element_id:X} {where} has an unknown size")
         self._skip = size  # Void, CRC-32, SeekHead, Cues, Tags, anything unknown
-        return True
+        return -1
 
     def _open_cluster(
         self,
@@ -263,7 +322,7 @@ class MatroskaReader:
         view: memoryview,
         pos: int,
         out: list[Event],
-    ) -> bool:
+    ) -> int | None:
         if self._tracks is None:
             raise ValueError(f"Cluster at offset {start} before the Tracks element")
         self._state, self._cluster_end, self._cluster_ts = _CLUSTER, end, None
@@ -271,22 +330,21 @@ class MatroskaReader:
         if encoded:
             head = encode_id(CLUSTER_ID) + (UNKNOWN_SIZE if size is None else encode_size(size))
             reason = f"track {encoded[0]} uses ContentEncodings (compression or encryption)"
-            return self._hand_off(reason, head, b"", view, pos, out, cluster_head=False)
+            self._hand_off(reason, head, b"", view, pos, out, cluster_head=False)
+            return None
         if self.header is None:
             tracks = tuple(self._tracks.values())
             self.header = StreamHeader(self._doc_type or "matroska", self._scale, tracks)
             out.append(self.header)
-        return True
+        return -1
 
-    def _buffer(self, element_id: int, size: int | None, start: int, limit: int) -> bool:
+    def _whole(self, element_id: int, size: int | None, start: int, limit: int) -> int:
         name = _NAMES.get(element_id, f"element 0x{element_id:X}")
         if size is None:
             raise ValueError(f"{name} at offset {start} has an unknown size")
         if size > limit:
             raise ValueError(f"{name} at offset {start} is {size} bytes, over the limit of {limit}")
-        self._body_id, self._body_start = element_id, start
-        self._body, self._body_fill = bytearray(size), 0
-        return True
+        return size
 
     def _element(
         self,
@@ -330,9 +388,8 @@ class MatroskaReader:
         flags = body[at + 2]
         if flags & 0x06:
             head = encode_id(SIMPLEBLOCK_ID) + encode_size(size)
-            return self._hand_off(
-                f"laced SimpleBlock at offset {start}", head, body, view, pos, out
-            )
+            self._hand_off(f"laced SimpleBlock at offset {start}", head, body, view, pos, out)
+            return False
         tracks = self._tracks
         assert tracks is not None and self._cluster_ts is not None
         if track not in tracks:
@@ -351,7 +408,7 @@ class MatroskaReader:
         pos: int,
         out: list[Event],
         cluster_head: bool = True,
-    ) -> bool:
+    ) -> None:
         resume = bytearray(self._raw_ebml)
         resume += encode_id(SEGMENT_ID) + UNKNOWN_SIZE + self._raw_info + self._raw_tracks
         if cluster_head:
@@ -363,7 +420,6 @@ class MatroskaReader:
         out.append(Unsupported(reason, bytes(resume)))
         self.offset += len(view)
         self._state = _DONE
-        return False
 
 
 _NAMES = {
