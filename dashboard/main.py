@@ -6,7 +6,6 @@ the command line; ``FLUMPH_DASHBOARD_PASSWORD`` turns the login on), then flags.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +16,7 @@ import uvicorn
 
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
+from flumph.serviceapp import run_on_server_loop
 
 from .service import DashboardConfig, DashboardService
 
@@ -115,5 +115,5 @@ def main(argv: list[str] | None = None) -> int:
         before_shutdown=service.close_feeds,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
+        run_on_server_loop(server.serve(), server.config)
     return 0 if server.started else 1

@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from flumph.broker.server import EmbeddedBroker
     from flumph.dashboard.service import DashboardConfig, DashboardService
     from flumph.ingest.service import IngestConfig, IngestService
+    from flumph.serviceapp import run_on_server_loop
 
     ns = parse_args(argv)
     setup_logging(ns.log_level, json_lines=ns.log_json)
@@ -220,5 +221,5 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = False
     with contextlib.suppress(KeyboardInterrupt):
-        started = asyncio.run(server.serve())
+        started = run_on_server_loop(server.serve(), server.servers[0].config)
     return 0 if started else 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -12,6 +11,7 @@ import uvicorn
 
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
+from flumph.serviceapp import run_on_server_loop
 
 from .service import IngestConfig, IngestService, seed_env
 
@@ -91,6 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
+        run_on_server_loop(server.serve(), server.config)
     # uvicorn reports a failed startup (port in use, SRT bind error) by not starting.
     return 0 if server.started else 1
