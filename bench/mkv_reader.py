@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make `bench` importable
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for name, data in streams.items():
         chunks = chunked(data, args.chunk)
-        pyav_s, pyav_frames = best_cpu(lambda c=chunks: run_pyav(c), args.repeat)
-        view_s, frames = best_cpu(lambda c=chunks: run_reader(c, False), args.repeat)
-        copy_s, _ = best_cpu(lambda c=chunks: run_reader(c, True), args.repeat)
+        pyav_s, pyav_frames = best_cpu(partial(run_pyav, chunks), args.repeat)
+        view_s, frames = best_cpu(partial(run_reader, chunks, False), args.repeat)
+        copy_s, _ = best_cpu(partial(run_reader, chunks, True), args.repeat)
         if frames != pyav_frames:
             raise SystemExit(f"{name}: the reader found {frames} frames, PyAV {pyav_frames}")
         us = 1e6 / frames

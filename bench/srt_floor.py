@@ -1,0 +1,62 @@
+"""The SRT receive floor: a process that accepts every SRT caller with Flumph's libsrt binding
+(``flumph.srt.SrtServer``, the ingest's listener) and discards what arrives. What it costs is the
+part of the ingest's cost that is SRT itself.
+
+    python -m bench.srt_floor --port 9000   # prints {"event": "ready", ...}; runs until SIGTERM
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from flumph import srt
+
+
+class Discard:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.bytes = 0
+
+    def check(self, streamid: str, peer: tuple[str, int]) -> srt.Accept | srt.Reject:
+        return srt.Accept()
+
+    def on_connect(self, conn: srt.SrtSocket) -> None:
+        self.connections += 1
+
+    def on_data(self, conn: srt.SrtSocket, data: bytes) -> None:
+        self.bytes += len(data)
+
+    def on_close(self, conn: srt.SrtSocket, error: str | None) -> None:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.srt_floor", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--latency-ms", type=int, default=120)
+    args = p.parse_args(argv)
+    srt.set_libsrt_log_level(2)
+    handler = Discard()
+    server = srt.SrtServer(
+        args.host, args.port, srt.SrtOptions(latency_ms=args.latency_ms), handler
+    )
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sys.stdout.write(json.dumps({"event": "ready", "port": server.port}) + "\n")
+    sys.stdout.flush()
+    stop.wait()
+    server.stop()
+    sys.stdout.write(json.dumps({"event": "done", "connections": handler.connections,
+                                 "bytes": handler.bytes}) + "\n")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
