@@ -21,7 +21,7 @@ def test_golden_documents_demux_with_every_frame_and_timestamp() -> None:
     documents = split_documents(GOLDEN.read_bytes())
     assert len(documents) == len(cases())
     for document, (codec, width, height, _, _, frames) in zip(documents, cases(), strict=True):
-        with av.open(io.BytesIO(document)) as container:
+        with av.open(io.BytesIO(document), "r") as container:
             stream = container.streams.video[0]
             assert (stream.codec_context.width, stream.codec_context.height) == (width, height)
             pts = [p.pts for p in container.demux(stream) if p.size]
