@@ -245,6 +245,20 @@ def test_an_element_over_the_limit_is_refused_before_its_bytes_arrive() -> None:
         reader.feed(b"\x00")
 
 
+def test_an_unknown_size_cluster_ends_with_its_sized_segment() -> None:
+    live = stream(block(0, 0x80, b"x"))
+    segment_at = live.index(b"\x18\x53\x80\x67")
+    body = live[segment_at + 12 :]  # after the Segment's ID and its 8-byte unknown size
+    sized = live[:segment_at] + element(0x18538067, body)
+    assert frames_of(read(sized + stream(block(1, 0x80, b"y")))) == [
+        (1, 1000, True, b"x"),
+        (1, 1001, True, b"y"),
+    ]
+    for sizes in ([1], [len(sized) + 50]):
+        with pytest.raises(ValueError, match="expected an EBML header or a Segment"):
+            read(sized + block(1, 0, b"outside"), sizes)
+
+
 def test_block_before_the_cluster_timestamp_is_refused() -> None:
     data = stream()
     data += encode_id(CLUSTER_ID) + UNKNOWN_SIZE + block(0, 0x80, b"x")

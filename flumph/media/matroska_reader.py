@@ -180,9 +180,10 @@ class MatroskaReader:
                 and pos + 2 < n
                 and not self._head
                 and self._cluster_ts is not None
+                and self._segment_end is None
                 and view[pos + 1] & 0xC0
             ):
-                # The hot path: a SimpleBlock with a 1- or 2-byte size, inside its Cluster.
+                # The hot path: a SimpleBlock with a 1- or 2-byte size in a live Segment's Cluster.
                 first = view[pos + 1]
                 if first & 0x80:
                     block_size, length = first & 0x7F, 2
