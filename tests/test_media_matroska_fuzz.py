@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flumph.media.ebml import SEGMENT_ID, element
 from flumph.media.matroska_reader import (
     Event,
     MatroskaError,
@@ -80,7 +81,14 @@ def sample_stream() -> bytes:
     return b"".join(writer.write(*f) for f in frames)
 
 
-SEEDS = [sample_stream(), GOLDEN.read_bytes()[:600]]
+def sized_segment(live: bytes) -> bytes:
+    """The same stream in a sized Segment (as FFmpeg writes to a seekable file), then more bytes."""
+    at = live.index(b"\x18\x53\x80\x67")
+    body = live[at + 12 :]  # after the Segment's ID and its 8-byte unknown size
+    return live[:at] + element(SEGMENT_ID, body) + live[-40:]
+
+
+SEEDS = [sample_stream(), GOLDEN.read_bytes()[:600], sized_segment(sample_stream())]
 
 
 def corpus_files() -> list[Path]:
