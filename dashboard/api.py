@@ -27,16 +27,18 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from flumph.control import ContractError, Desired, Reported, Usage
+from flumph.control import ContractError, Desired, Reported
 
 from .access import Access
 from .fleet import DeviceState, Fleet, Unavailable
+from .usage_history import Sample
+from .usage_view import budget_summary, usage_summary
 
 KEEPALIVE_S = 15.0
 _CLOSE = ("close", "")
@@ -54,18 +56,12 @@ def sync_state(desired: Desired | None, reported: Reported | None) -> str:
     return "error" if reported.error else "pending"
 
 
-def _usage(reported_usage: Usage | None) -> dict[str, Any] | None:
-    if reported_usage is None:
-        return None
-    u: dict[str, Any] = reported_usage.model_dump()
-    total = u["bytes_sent"] + u["bytes_received"]
-    budget = u["budget_bytes"]
-    u["bytes_total"] = total
-    u["used_pct"] = round(100.0 * total / budget, 1) if budget else None
-    return u
+Marks = Callable[[str], Sample | None]  # a device's last stored usage report (usage history)
 
 
-def device_view(fleet: Fleet, dev: DeviceState, *, detail: bool = False) -> dict[str, Any]:
+def device_view(
+    fleet: Fleet, dev: DeviceState, *, detail: bool = False, marks: Marks | None = None
+) -> dict[str, Any]:
     desired = fleet.shadow.current(dev.device_id)
     rep, tel = dev.reported, dev.telemetry
     settings = rep.settings if rep is not None else {}
@@ -95,7 +91,9 @@ def device_view(fleet: Fleet, dev: DeviceState, *, detail: bool = False) -> dict
         # What the device runs now (its reported settings), for the page's settings form.
         "settings": settings,
         "srt": tel.srt.model_dump() if tel is not None and tel.srt is not None else None,
-        "usage": _usage(tel.usage if tel is not None else None),
+        # From the birth, reported and telemetry, whichever is newest (see .usage_view).
+        "usage": usage_summary(dev, marks(dev.device_id) if marks is not None else None),
+        "budget": budget_summary(dev),
         "desired": json.loads(desired.payload()) if desired is not None else None,
         "desired_v": desired.v if desired is not None else None,
         "applied_v": rep.applied_v if rep is not None else None,
@@ -168,8 +166,16 @@ class FeedClient:
 class EventFeed:
     """Fans device changes out to SSE clients, each with a bounded queue."""
 
-    def __init__(self, fleet: Fleet, *, queue_size: int = 256, max_clients: int = 100) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        queue_size: int = 256,
+        max_clients: int = 100,
+        marks: Marks | None = None,
+    ) -> None:
         self.fleet = fleet
+        self.marks = marks
         self.queue_size = queue_size
         self.max_clients = max_clients
         self.clients: set[FeedClient] = set()
@@ -182,7 +188,7 @@ class EventFeed:
         dev = self.fleet.devices.get(device_id)
         if dev is None:
             return
-        data = json.dumps(device_view(self.fleet, dev))
+        data = json.dumps(device_view(self.fleet, dev, marks=self.marks))
         for client in self.clients:
             if client.device in (None, device_id):
                 client.offer(("device", data))
@@ -195,7 +201,7 @@ class EventFeed:
 
     def _all(self, device: str | None) -> list[dict[str, Any]]:
         return [
-            device_view(self.fleet, d)
+            device_view(self.fleet, d, marks=self.marks)
             for d in self.fleet.devices.values()
             if device in (None, d.device_id)
         ]
@@ -258,15 +264,15 @@ def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
 
     @app.get("/api/devices")
     async def devices() -> list[dict[str, Any]]:
-        return [device_view(fleet, d) for d in sorted(fleet.devices.values(),
-                                                     key=lambda d: d.device_id)]  # fmt: skip
+        return [device_view(fleet, d, marks=feed.marks) for d in sorted(
+            fleet.devices.values(), key=lambda d: d.device_id)]  # fmt: skip
 
     @app.get("/api/devices/{device_id}", response_model=None)
     async def device(device_id: str) -> dict[str, Any] | JSONResponse:
         dev = fleet.devices.get(device_id)
         if dev is None:
             return _error(404, f"no device {device_id!r} has been seen")
-        return device_view(fleet, dev, detail=True)
+        return device_view(fleet, dev, detail=True, marks=feed.marks)
 
     @app.post("/api/devices/{device_id}/set", response_model=None)
     async def set_(device_id: str, request: Request) -> JSONResponse:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import threading
 import time
@@ -34,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from flumph.control import (
     Ack,
-    Command,
     ContractError,
     Demand,
     Desired,
@@ -45,6 +45,7 @@ from flumph.control import (
     TopicKind,
     Topics,
     check_device_id,
+    command_model,
     decode,
     decode_desired,
     decode_patch,
@@ -451,8 +452,10 @@ class Fleet:
         return True
 
     def _on_cmd(self, dev: DeviceState, topic: ParsedTopic, payload: bytes, _r: bool) -> bool:
-        cmd = decode(Command, payload)
-        if cmd.id in dev.commands or topic.command is None:
+        if topic.command is None:
+            return False
+        cmd = decode(command_model(topic.command), payload)
+        if cmd.id in dev.commands:
             return False  # our own, echoed
         rec = CommandRecord(cmd.id, dev.device_id, topic.command, time.time(), time.monotonic())
         dev.add_command(rec)
@@ -583,22 +586,27 @@ class Fleet:
             oldest = next(iter(self._pending_cmds))
             self._pending_cmds.pop(oldest).state = "timeout"
 
-    async def command(self, device_id: str, name: str, wait_s: float | None) -> CommandRecord:
-        """Publish ``cmd/<name>`` with a fresh id; with ``wait_s``, wait that long for its ack."""
+    async def command(
+        self, device_id: str, name: str, wait_s: float | None, args: dict[str, Any] | None = None
+    ) -> CommandRecord:
+        """Publish ``cmd/<name>`` with a fresh id (and ``args``, e.g. a grant's ``mb``); with
+        ``wait_s``, wait that long for its ack."""
         topic = self.topics.cmd(device_id, name)  # ContractError: bad device or command
+        rec_id = uuid.uuid4().hex[:16]
+        payload = decode(command_model(name), json.dumps({**(args or {}), "id": rec_id}))
         if not self.connected or self._client is None:
             raise Unavailable(f"MQTT broker {self.mqtt.url} unavailable")
         dev = self.device(device_id, create=True)
         if dev is None:
             raise Unavailable(f"more than {self.options.max_devices} devices")
-        rec = CommandRecord(uuid.uuid4().hex[:16], device_id, name, time.time(), time.monotonic())
+        rec = CommandRecord(rec_id, device_id, name, time.time(), time.monotonic())
         dev.add_command(rec)
         self._track(rec)
         waiter: asyncio.Future[None] | None = None
         if wait_s:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[rec.id] = waiter
-        self._client.publish(topic, Command(id=rec.id).payload(), qos=1)
+        self._client.publish(topic, payload.payload(), qos=1)
         self._changed(dev)
         if waiter is not None:
             try:

@@ -25,7 +25,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 FLAGS = (
     "host", "port", "mqtt_url", "mqtt_username", "mqtt_password", "mqtt_prefix",
     "mqtt_ca_file", "ondemand", "ondemand_linger_s", "presence_grace_s",
-    "heartbeat_default_s", "command_timeout_s", "ingest_ws_url",
+    "heartbeat_default_s", "command_timeout_s", "ingest_ws_url", "state_dir",
 )  # fmt: skip
 
 
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the ingest's WebSocket base for the browser, e.g. ws://{host}:8080 "
         "(default: the page's own origin)",
     )  # fmt: skip
+    p.add_argument("--state-dir", help="usage history (default $XDG_STATE_HOME/flumph/dashboard)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return p.parse_args(argv)

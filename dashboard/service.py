@@ -3,6 +3,9 @@ together (also embedded by ``flumph up``)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fastapi import FastAPI
 from pydantic import Field, ValidationError, field_validator
 
@@ -16,6 +19,13 @@ from .access import Access
 from .api import EventFeed, add_api_routes
 from .fleet import Fleet, FleetOptions
 from .pages import add_page_routes
+from .usage_api import add_usage_routes
+from .usage_tracker import UsageTracker
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "flumph" / "dashboard"
 
 
 class DashboardConfig(StrictModel):
@@ -71,6 +81,12 @@ class DashboardConfig(StrictModel):
         ge=5,
         le=86400,
         title="lifetime of the token in a viewer WebSocket URL (checked when it connects)",
+    )
+    state_dir: Path = Field(
+        default_factory=default_state_dir, title="where the usage history lives (usage.sqlite3)"
+    )
+    usage_history_days: int = Field(
+        default=62, ge=2, le=400, title="days of hourly usage kept per device"
     )
     ingest_ws_url: str | None = Field(
         default=None,
@@ -141,8 +157,17 @@ class DashboardService:
     def __init__(self, cfg: DashboardConfig) -> None:
         self.cfg = cfg
         self.fleet = Fleet(cfg.mqtt_settings(), cfg.fleet_options())
+        self.usage = UsageTracker(
+            self.fleet,
+            cfg.state_dir,
+            keep_days=cfg.usage_history_days,
+            max_devices=cfg.max_devices,
+        )
         self.feed = EventFeed(
-            self.fleet, queue_size=cfg.events_queue, max_clients=cfg.max_event_clients
+            self.fleet,
+            queue_size=cfg.events_queue,
+            max_clients=cfg.max_event_clients,
+            marks=self.usage.mark,
         )
         self.access = Access(
             password=cfg.password,
@@ -152,11 +177,14 @@ class DashboardService:
         )
 
     async def start(self) -> None:
+        # The stored history first: the first report after a restart continues from it.
+        await self.usage.start()
         await self.fleet.start()
 
     async def stop(self) -> None:
         self.feed.close()
         await self.fleet.stop()
+        await self.usage.stop()
 
     def close_feeds(self) -> None:
         """End the live-feed responses; call before the HTTP server waits for open responses."""
@@ -164,6 +192,7 @@ class DashboardService:
 
     def add_routes(self, app: FastAPI) -> None:
         add_api_routes(app, self.fleet, self.feed, self.access)
+        add_usage_routes(app, self.fleet, self.usage, self.access)
         add_page_routes(app, self.access, ingest_ws_url=self.cfg.ingest_ws_url)
 
     def app(self) -> FastAPI:

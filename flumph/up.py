@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--state-dir",
         type=Path,
-        help="broker and demo-agent state (default ~/.local/state/flumph)",
+        help="broker, dashboard and demo-agent state (default ~/.local/state/flumph)",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true")
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         dash_cfg = load_config(
             DashboardConfig, path=ns.config, section="dashboard", env_prefix="FLUMPH_DASHBOARD_",
-            flags={"host": ns.host, "port": ns.dashboard_port, "mqtt_url": mqtt_url},
+            flags={"host": ns.host, "port": ns.dashboard_port, "mqtt_url": mqtt_url,
+                   "state_dir": state / "dashboard"},
         )  # fmt: skip
     except ConfigError as e:
         log.error("%s", e)
