@@ -63,8 +63,8 @@ def _total(usage: Usage) -> int:
     return sum(usage.by_kind.values()) if usage.by_kind else usage.bytes_sent + usage.bytes_received
 
 
-def reading(dev: DeviceState, mark: Sample | None) -> Reading | None:
-    """The freshest period-to-date count: the budget's, a usage report's or the stored mark's."""
+def readings(dev: DeviceState, mark: Sample | None) -> list[Reading]:
+    """Every period-to-date count at hand: the budget's, a usage report's, the stored mark's."""
     candidates: list[Reading] = []
     u = latest_usage(dev)
     if u is not None:
@@ -75,10 +75,18 @@ def reading(dev: DeviceState, mark: Sample | None) -> Reading | None:
         candidates.append(Reading(b[0].used_bytes, b[1], {}))
     if mark is not None:
         candidates.append(Reading(mark.total(), mark.ts, dict(mark.counters)))
-    if not candidates:
-        return None
-    # A tie goes to the report that carries the kinds.
-    return max(candidates, key=lambda r: (r.ts, bool(r.by_kind)))
+    return candidates
+
+
+def reading(dev: DeviceState, mark: Sample | None) -> Reading | None:
+    """The freshest count (a tie goes to the report that carries the kinds)."""
+    return max(readings(dev, mark), key=lambda r: (r.ts, bool(r.by_kind)), default=None)
+
+
+def kinds_reading(dev: DeviceState, mark: Sample | None) -> Reading | None:
+    """The freshest count by kind of traffic (the budget carries only a total)."""
+    with_kinds = [r for r in readings(dev, mark) if r.by_kind]
+    return max(with_kinds, key=lambda r: r.ts, default=None)
 
 
 def _reset_day(dev: DeviceState, desired: dict[str, Any] | None) -> int:
@@ -103,9 +111,10 @@ def period_of(
 def usage_summary(dev: DeviceState, mark: Sample | None) -> dict[str, Any] | None:
     """The card's ``usage``: the period's count, and the budget when the device has one."""
     r = reading(dev, mark)
-    b = latest_budget(dev)
     if r is None:
         return None
+    kinds = kinds_reading(dev, mark)
+    b = latest_budget(dev)
     budget = effective_budget(b[0]) if b is not None else None
     if budget is None and r.usage is not None:
         budget = r.usage.budget_bytes
@@ -115,7 +124,7 @@ def usage_summary(dev: DeviceState, mark: Sample | None) -> dict[str, Any] | Non
         "bytes_sent": usage.bytes_sent if usage is not None else None,
         "bytes_received": usage.bytes_received if usage is not None else None,
         "bytes_total": r.used,
-        "by_kind": r.by_kind,
+        "by_kind": kinds.by_kind if kinds is not None else {},
         "period_start": usage.period_start if usage is not None else None,
         "budget_bytes": budget,
         "used_pct": round(100.0 * r.used / budget, 1) if budget else None,
@@ -151,6 +160,9 @@ def usage_document(
     now = time.time() if now is None else now
     start, end, source = period_of(dev, desired, now)
     r = reading(dev, mark)
+    kinds = kinds_reading(dev, mark)
+    if kinds is not None and kinds.ts < start:
+        kinds = None
     b = latest_budget(dev)
     budget = b[0] if b is not None else None
     limit = effective_budget(budget)
@@ -178,7 +190,8 @@ def usage_document(
         "period": {"start": start, "end": end, "from": source},
         "used_bytes": used,
         "used_at": r.ts if r is not None else None,
-        "by_kind": r.by_kind if r is not None and used is not None else {},
+        "by_kind": kinds.by_kind if kinds is not None else {},
+        "by_kind_at": kinds.ts if kinds is not None else None,
         "limit_bytes": limit,
         "used_pct": round(100.0 * used / limit, 1) if used is not None and limit else None,
         "projected_bytes": projected,

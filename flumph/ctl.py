@@ -6,6 +6,8 @@
     flumph ctl snapshot ID [-o FILE]         cmd/snapshot, then the new retained still
     flumph ctl cmd ID keyframe|restart       one-shot command, waits for its ack
     flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
+    flumph ctl usage [ID]                    data used vs budget (+ 48 h by the hour), from
+                                             the dashboard's API (see flumph.ctl_usage)
 
 Patches go to ``set`` (never straight to ``desired``) so that whichever backend owns the shadow
 merges them; ``--confirm`` waits until it has. Values in ``key=value`` are JSON when they parse
@@ -32,6 +34,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
+from flumph import ctl_usage
 from flumph.config import ConfigError, StrictModel, load_config
 from flumph.control import (
     PREFIX_RE,
@@ -70,6 +73,17 @@ class CtlConfig(StrictModel):
     ca_file: str | None = Field(default=None, title="CA bundle for mqtts://")
     prefix: str = Field(default="flumph", title="topic prefix")
     timeout_s: float = Field(default=10.0, gt=0, le=3600, title="connect and wait timeout")
+    dashboard: str = Field(default="http://127.0.0.1:8000", title="the dashboard's URL (for usage)")
+    dashboard_password: str | None = Field(
+        default=None, title="the dashboard's operator password (for usage)"
+    )
+
+    @field_validator("dashboard")
+    @classmethod
+    def _dashboard(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or len(v.split("//", 1)[1]) == 0:
+            raise ValueError("must be an http:// or https:// URL naming a host")
+        return v
 
     @field_validator("mqtt")
     @classmethod
@@ -485,6 +499,13 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("watch", parents=[common], help="print messages until Ctrl-C")
     c.add_argument("device", nargs="?")
     c.add_argument("--count", type=int, help="exit after this many lines")
+    c = sub.add_parser("usage", parents=[common], help="data used vs budget, 48 h by the hour")
+    c.add_argument("device", nargs="?")
+    c.add_argument("--json", action="store_true", help="print the dashboard's JSON")
+    c.add_argument("--dashboard", default=sup, help="dashboard URL (http://127.0.0.1:8000)")
+    c.add_argument(
+        "--dashboard-password", default=sup, help="prefer env FLUMPH_CTL_DASHBOARD_PASSWORD"
+    )
     return p
 
 
@@ -515,6 +536,14 @@ def run(ns: argparse.Namespace, cfg: CtlConfig) -> int:
         check_device_id(device)
     if ns.command in ("start", "stop", "set"):
         patch = _patch(ns)
+    if ns.command == "usage":
+        dashboard = ctl_usage.Dashboard(cfg.dashboard, cfg.dashboard_password, cfg.timeout_s)
+        try:
+            lines = ctl_usage.usage(dashboard, device, ns.json)
+        except ctl_usage.UsageError as e:
+            raise CtlError(str(e)) from None
+        print("\n".join(lines))
+        return EXIT_OK
     s = Session(cfg)
     try:
         s.connect()
