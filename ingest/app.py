@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from importlib import resources
 from typing import Any
 
@@ -86,7 +86,14 @@ OPEN = TokenGate(None)
 PUBLISHER_KINDS: tuple[auth.TokenKind, ...] = ("session",)
 
 
-def add_relay_routes(app: FastAPI, hub: Hub, gate: TokenGate = OPEN) -> None:
+def add_relay_routes(
+    app: FastAPI,
+    hub: Hub,
+    gate: TokenGate = OPEN,
+    notices: Callable[[str], str | None] | None = None,
+) -> None:
+    """The seed's routes; ``notices(stream_id)``: a text message for a viewer who waits for a
+    device that may not stream now (see :mod:`.budget_notice`), or None."""
     api_guard = [Depends(gate.require_http)]
 
     @app.get("/health")
@@ -177,6 +184,9 @@ def add_relay_routes(app: FastAPI, hub: Hub, gate: TokenGate = OPEN) -> None:
             await ws.send_text(rp.subscribed(stream_id))
             if not stream.publisher_connected:
                 await ws.send_text(rp.waiting(stream_id))
+                notice = notices(stream_id) if notices is not None else None
+                if notice is not None:
+                    await ws.send_text(notice)
             await _serve_viewer(ws, stream, view)
         finally:
             hub.remove_viewer(stream, view)

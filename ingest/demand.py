@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from flumph.control import ContractError, Demand, Topics, decode
+from flumph.control import ContractError, Demand, TopicKind, Topics, decode
 from flumph.media.streamid import DEVICE_ID_RE
 from flumph.mqtt import MqttSettings, make_client
 
@@ -28,6 +29,13 @@ class DemandPublisher:
         self._client = make_client(settings, client_id=None)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        # Other retained device documents the ingest follows on this connection: kind ->
+        # handler(device id, payload), called in paho's thread.
+        self.followers: dict[TopicKind, Callable[[str, bytes], None]] = {}
+
+    def follow(self, kind: TopicKind, handler: Callable[[str, bytes], None]) -> None:
+        """Also subscribe to ``<p>/+/<kind>`` and hand each message to ``handler``."""
+        self.followers[kind] = handler
 
     def start(self) -> None:
         """Connects in paho's own thread; never blocks the caller on the network."""
@@ -63,13 +71,15 @@ class DemandPublisher:
         if reason.is_failure:
             log.warning("MQTT connection refused: %s", reason)
             return
-        client.subscribe(self.topics.every("demand"), qos=1)
+        client.subscribe([(self.topics.every(k), 1) for k in ("demand", *self.followers)])
         with self._lock:
             held = dict(self._counts)
         for stream_id, n in held.items():
             self._publish(stream_id, n)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if self._followed(msg):
+            return
         if not msg.retain:
             return
         try:
@@ -83,3 +93,18 @@ class DemandPublisher:
         if demand.viewers and not ours:
             log.info("clearing stale demand for %s (%d viewers)", device, demand.viewers)
             self._publish(device, 0)
+
+    def _followed(self, msg: Any) -> bool:
+        """Hand a followed kind's message to its handler; False for everything else."""
+        try:
+            parsed = self.topics.parse(msg.topic)
+        except ContractError:
+            return False
+        handler = self.followers.get(parsed.kind)
+        if handler is None:
+            return False
+        try:
+            handler(parsed.device_id, bytes(msg.payload))
+        except Exception:  # following must never break demand publishing
+            log.exception("handling %s failed", msg.topic)
+        return True

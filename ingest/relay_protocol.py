@@ -2,7 +2,8 @@
 
 Kept exactly as the seed specifies: ``register``/``registered`` for streamers,
 ``subscribe``/``subscribed``/``error`` for viewers. Flumph's additions: ``media`` (mime of the fMP4
-that follows), ``skipped`` (frames a slow viewer lost) and ``ended``.
+that follows), ``skipped`` (frames a slow viewer lost), ``ended``, ``waiting`` and
+``unavailable`` (a waiting viewer's camera may not stream now, e.g. its data budget is used up).
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ def subscribed(stream_id: str) -> str:
 
 def waiting(stream_id: str) -> str:
     return json.dumps({"type": "waiting", "stream_id": stream_id})
+
+
+def unavailable(stream_id: str, reason: str, message: str) -> str:
+    """Flumph extension: a waiting viewer's device cannot stream now, and why in words."""
+    return json.dumps(
+        {"type": "unavailable", "stream_id": stream_id, "reason": reason, "message": message}
+    )
 
 
 def error(message: str) -> str:

@@ -17,6 +17,7 @@ from flumph.mqtt import MqttSettings
 from flumph.serviceapp import service_app
 
 from .app import TokenGate, add_preview_routes, add_relay_routes
+from .budget_notice import BudgetNotices
 from .demand import DemandPublisher
 from .hub import Hub
 from .srt_ingest import SrtIngest
@@ -108,6 +109,8 @@ class IngestService:
         self.srt_handler: SrtIngest | None = None
         self.srt_server: srt.SrtServer | None = None
         self.demand: DemandPublisher | None = None
+        # Waiting viewers told about a used-up data budget (needs MQTT: follows reported).
+        self.budget: BudgetNotices | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,6 +132,9 @@ class IngestService:
         mqtt = self.cfg.mqtt_settings()
         if mqtt is not None:
             self.demand = DemandPublisher(mqtt)
+            self.budget = BudgetNotices(self.hub)
+            self.budget.bind(loop)
+            self.demand.follow("reported", self.budget.on_reported)
             self.demand.start()
             self.hub.on_viewers = self.demand.update
             log.info("publishing viewer demand to %s", mqtt.url)
@@ -143,7 +149,7 @@ class IngestService:
 
     def add_routes(self, app: FastAPI) -> None:
         gate = TokenGate(self.cfg.auth_secret)
-        add_relay_routes(app, self.hub, gate)
+        add_relay_routes(app, self.hub, gate, notices=self._budget_notice)
         add_preview_routes(app)
 
         @app.get("/api/errors", dependencies=[Depends(gate.require_http)])
@@ -152,6 +158,9 @@ class IngestService:
             if handler is None:
                 return []
             return [r.__dict__ for r in handler.errors]
+
+    def _budget_notice(self, stream_id: str) -> str | None:
+        return self.budget.notice(stream_id) if self.budget is not None else None
 
     def app(self) -> FastAPI:
         return service_app("Flumph ingest", self)

@@ -14,6 +14,7 @@ const STATE_TEXT = {
   subscribed: "connected",
   starting: "starting…",
   waiting: "waiting for the camera to start…",
+  unavailable: "the camera cannot stream now",
   playing: "live",
   stalled: "stalled",
   ended: "stream ended — rejoining…",
@@ -83,7 +84,7 @@ export class Tile {
     const s = this.player.stats;
     let text = STATE_TEXT[s.state] || s.state;
     if (s.state === "subscribed" && s.mime) text = "starting…";
-    if (s.error && (s.state === "error" || s.state === "waiting")) text = s.error;
+    if (s.error && ["error", "waiting", "unavailable"].includes(s.state)) text = s.error;
     this.state.textContent = text;
     this.root.dataset.state = s.state;
     this.root.classList.toggle("is-stalled", s.stalled);

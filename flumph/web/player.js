@@ -256,6 +256,10 @@ export class FlumphPlayer {
       case "waiting":
         this._status("waiting", "waiting for the camera to start");
         break;
+      case "unavailable":
+        // The camera may not stream now (its data budget is used up): the ingest says why.
+        this._status("unavailable", msg.message || "the camera cannot stream now");
+        break;
       case "media":
         this._newMedia(msg.mime);
         break;
