@@ -25,8 +25,15 @@ import pytest
 
 from flumph.control import Ack, Topics, decode
 from flumph.control import Grant as GrantCommand
-from tests.brokers import BACKEND_PASSWORD, BACKEND_USER, OPS_PASSWORD, OPS_USER, Broker, Probe
-from tests.brokers import start_mosquitto
+from tests.brokers import (
+    BACKEND_PASSWORD,
+    BACKEND_USER,
+    OPS_PASSWORD,
+    OPS_USER,
+    Broker,
+    Probe,
+    start_mosquitto,
+)
 from tests.test_fleet_service import Dashboard, start_dashboard, wait_until
 
 T = Topics()
@@ -40,8 +47,13 @@ BUDGET = 100_000_000
 
 
 def usage(ts: float, srt: int, mqtt: int, snapshot: int) -> dict[str, Any]:
-    return {"month": "2026-01", "bytes_sent": srt + mqtt + snapshot, "bytes_received": 0,
-            "period_start": P, "by_kind": {"srt": srt, "mqtt": mqtt, "snapshot": snapshot}}  # fmt: skip
+    return {
+        "month": "2026-01",
+        "bytes_sent": srt + mqtt + snapshot,
+        "bytes_received": 0,
+        "period_start": P,
+        "by_kind": {"srt": srt, "mqtt": mqtt, "snapshot": snapshot},
+    }
 
 
 def budget(used: int, state: str = "ok") -> dict[str, Any]:
@@ -56,7 +68,8 @@ class Env:
     state: Path
 
     def device_pub(self, device: str, kind: str, doc: dict[str, Any] | None, retain: bool) -> None:
-        cmd = ["mosquitto_pub", *self.broker.cli_auth(device), "-q", "1", "-t", f"flumph/{device}/{kind}"]  # fmt: skip
+        topic = f"flumph/{device}/{kind}"
+        cmd = ["mosquitto_pub", *self.broker.cli_auth(device), "-q", "1", "-t", topic]
         cmd += ["-r"] if retain else []
         cmd += ["-n"] if doc is None else ["-m", json.dumps(doc)]
         subprocess.run(cmd, check=True, timeout=15)
