@@ -4,13 +4,17 @@
 import { post } from "./api.js";
 import { ago, bytes, codecName, codecOfEncoder, num } from "./format.js";
 import { Tile } from "./tile.js";
+import {
+  BUDGET_DEFAULTS, UsagePanel, addBudgetFields, fillBudgetFields, readBudgetFields,
+  renderUsageFact,
+} from "./usage-panel.js";
 
 const RESOLUTIONS = [[320, 180], [426, 240], [640, 360], [854, 480], [1280, 720], [1920, 1080]];
 const CODECS = [["auto", "auto (hardware H.265, else AV1)"], ["av1", "AV1"], ["hevc", "H.265"],
   ["h264", "H.264"]];
 const DEFAULTS = {
   codec: "auto", bitrate_kbps: 250, width: 640, height: 360, fps: 15, keyint_s: 4,
-  srt_latency_ms: 120, always_on: false,
+  srt_latency_ms: 120, always_on: false, ...BUDGET_DEFAULTS,
 };
 const NUMBER_FIELDS = [
   ["bitrate_kbps", "Bitrate (kbit/s)", 20, 20000, 1],
@@ -91,7 +95,9 @@ export class Card {
     this.result.setAttribute("role", "status");
     this.form = this._buildForm();
     this.form.hidden = true;
-    root.append(head, this.media, facts, this.sync, actions, this.result, this.form);
+    this.usage = new UsagePanel(this.id, { say: (text, kind) => this.say(text, kind) });
+    root.append(head, this.media, facts, this.usage.root, this.sync, actions, this.result,
+      this.form);
     this.root = root;
   }
 
@@ -121,6 +127,7 @@ export class Card {
     l.prepend(this.inAlwaysOn);
     form.append(l);
     const row = el("div", "form-actions");
+    this.budgetInputs = addBudgetFields(form, null);
     const apply = el("button", "apply primary", "Apply");
     apply.type = "submit";
     row.append(apply, button("cancel", "Cancel", () => { form.hidden = true; }));
@@ -159,7 +166,8 @@ export class Card {
       ? `RTT ${num(srt.rtt_ms, 1)} ms · loss ${num(srt.loss_pct, 2)} %`
         + (srt.retransmits ? ` · ${srt.retransmits} retransmits` : "")
       : "—";
-    this._renderUsage(view.usage);
+    renderUsageFact(this.fUsage, view);
+    this.usage.update(view);
     this._renderSnapshot(view.snapshot);
     this._renderSync(view);
     this._renderButtons(view);
@@ -178,26 +186,8 @@ export class Card {
     }
     this.fViewers.textContent = text;
     if (view.snapshot) this.thumbAge.textContent = ago(view.snapshot.at);
+    this.usage.tick();
     this.presence.title = `last seen ${ago(view.last_seen)}`;
-  }
-
-  _renderUsage(u) {
-    this.fUsage.replaceChildren();
-    if (!u) {
-      this.fUsage.textContent = "—";
-      return;
-    }
-    const text = el("span", null, `${bytes(u.bytes_total)} in ${u.month}`);
-    this.fUsage.append(text);
-    if (u.budget_bytes) {
-      const meter = el("meter");
-      Object.assign(meter, { min: 0, max: u.budget_bytes, value: u.bytes_total,
-        low: u.budget_bytes * 0.75, high: u.budget_bytes * 0.9, optimum: 0 });
-      meter.title = `${u.used_pct} % of ${bytes(u.budget_bytes)}`;
-      this.fUsage.append(" ", meter, ` ${num(u.used_pct, 0)} % of ${bytes(u.budget_bytes)}`);
-    } else {
-      this.fUsage.append(el("span", "muted", " · no budget"));
-    }
   }
 
   _renderSnapshot(s) {
@@ -335,6 +325,7 @@ export class Card {
     this.inCodec.value = cur.codec;
     for (const [key] of NUMBER_FIELDS) this.inputs[key].value = cur[key];
     this.inAlwaysOn.checked = Boolean(cur.always_on);
+    fillBudgetFields(this.budgetInputs, cur);
     this.formNote.textContent = "";
   }
 
@@ -345,6 +336,7 @@ export class Card {
       width, height, codec: this.inCodec.value, always_on: this.inAlwaysOn.checked,
     };
     for (const [key] of NUMBER_FIELDS) wanted[key] = Number(this.inputs[key].value);
+    Object.assign(wanted, readBudgetFields(this.budgetInputs));
     const patch = {};
     for (const [key, value] of Object.entries(wanted)) {
       if (value !== base[key]) patch[key] = value;
