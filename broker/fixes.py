@@ -19,7 +19,11 @@ measured, are in broker/README.md:
 (c) Retained messages live only in memory: fixed without touching amqtt, by
     :class:`flumph.broker.plugins.RetainedStorePlugin`.
 
-Also: amqtt waits for the CONNECT packet without a deadline, so a TCP connection that never
+Also: ``_run_broadcast`` (every publish) and ``_handle_client_session`` (every connect) iterate
+``self._subscriptions`` while awaiting the ACL check or a send, so a SUBSCRIBE or a disconnect in
+between raises "dictionary changed size during iteration" and the message is not delivered to the
+rest of the subscribers; :class:`SnapshotSubscriptions` makes those loops walk a snapshot.
+And amqtt waits for the CONNECT packet without a deadline, so a TCP connection that never
 speaks holds a connection slot forever; :meth:`FlumphBroker._initialize_client_session` gives
 it ``connect_timeout_s``. And amqtt publishes a will without asking the ACL:
 :class:`flumph.broker.plugins.WillAclPlugin` drops such a will at CONNECT.
@@ -31,7 +35,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import amqtt
@@ -87,6 +91,11 @@ _UPSTREAM: dict[str, tuple[Callable[..., Any], str, str]] = {
         "(will ACL, plugins.WillAclPlugin) publishes the will only while session.will_flag",
     ),
     "Broker.start": (Broker.start, "bd1c165101f6fcbb", "(c) clears retained before PRE_START"),
+    "Broker._run_broadcast": (
+        Broker._run_broadcast,
+        "e852128b3e38e04a",
+        "iterates self._subscriptions.items() and awaits inside the loop",
+    ),
     "Broker.shutdown": (
         Broker.shutdown,
         "800adcdd80ded223",
@@ -169,12 +178,24 @@ class KeepaliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
             self._closing = asyncio.ensure_future(self.handle_connection_closed())
 
 
+class SnapshotSubscriptions(dict[str, list[tuple[Any, int]]]):
+    """amqtt's topic filter -> subscribers map, iterated over a snapshot: amqtt loops over it
+    with awaits inside, while SUBSCRIBE and disconnects change it."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[str, list[tuple[Any, int]]]]:  # type: ignore[override]
+        return [(k, list(v)) for k, v in super().items()]
+
+
 class FlumphBroker(Broker):  # type: ignore[misc]
     """amqtt's broker without defects (a) and (b); see the module docstring."""
 
     def __init__(self, *args: Any, connect_timeout_s: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._connect_timeout_s = connect_timeout_s
+        self._subscriptions = SnapshotSubscriptions(vars(self)["_subscriptions"])
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
