@@ -13,7 +13,8 @@
 |                                         | per change; ``resync`` (all) after an overflow       |
 
 With a password configured, every route needs a session (see :mod:`.access`); the page, the
-login and ``GET /api/config`` are in :mod:`.pages`.
+login and ``GET /api/config`` are in :mod:`.pages`; data use, budget and grants in
+:mod:`.usage_api`.
 
 Why SSE rather than a WebSocket: the feed only flows one way, browsers reconnect an
 ``EventSource`` by themselves, and ``curl -N`` can watch it. Each client has a bounded queue;

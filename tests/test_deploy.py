@@ -152,7 +152,10 @@ def test_compose_file_validates_with_the_services_ports_volumes_and_healthchecks
         str(Path(env["FLUMPH_BROKER_PASSWD_FILE"]).parent): "credentials",
     }
     assert mounts_of(demo)[demo["environment"]["FLUMPH_AGENT_STATE_DIR"]] == "agent-data"
-    assert set(doc["volumes"]) == {"broker-state", "credentials", "agent-data"}
+    # The dashboard keeps the usage history where it is told to, in a named volume.
+    dash = services["dashboard"]
+    assert mounts_of(dash) == {dash["environment"]["FLUMPH_DASHBOARD_STATE_DIR"]: "dashboard-state"}
+    assert set(doc["volumes"]) == {"broker-state", "credentials", "agent-data", "dashboard-state"}
 
     # The demo agent only with its profile; the backend always.
     assert demo["profiles"] == ["demo"]

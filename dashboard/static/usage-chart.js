@@ -9,8 +9,11 @@ import { bytes } from "./format.js";
 
 const KIND_COLORS = { srt: "#4ea1ff", mqtt: "#3ccf7a", snapshot: "#f0b43c" };
 const KIND_LABELS = { srt: "video (SRT)", mqtt: "control (MQTT)", snapshot: "snapshots" };
-const AXIS = { stroke: "#8a949f", grid: { stroke: "#2c323a", width: 1 },
-  ticks: { stroke: "#2c323a", width: 1 } };
+// uPlot keeps state in the option objects it is given: a fresh set for every chart.
+function timeAxis() {
+  return { stroke: "#8a949f", grid: { stroke: "#2c323a", width: 1 },
+    ticks: { stroke: "#2c323a", width: 1 } };
+}
 const HEIGHT = 130;
 
 let uPlotModule = null;
@@ -27,7 +30,7 @@ async function loadUPlot() {
 }
 
 function byteAxis() {
-  return { ...AXIS, size: 56, values: (u, ticks) => ticks.map((v) => bytes(v)) };
+  return { ...timeAxis(), size: 72, values: (u, ticks) => ticks.map((v) => bytes(v)) };
 }
 
 // The hourly bars, stacked: each kind is drawn as the sum of itself and the kinds below it, the
@@ -120,7 +123,7 @@ export class UsageCharts {
       width: this.width,
       height: HEIGHT,
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1000, max)] } },
-      axes: [AXIS, byteAxis()],
+      axes: [timeAxis(), byteAxis()],
       legend: { live: true },
       cursor: { points: { show: false } },
       series: [
@@ -152,14 +155,14 @@ export class UsageCharts {
         x: { time: true },
         y: { range: (u, min, max) => [0, Math.max(1000, max * 1.05)] },
       },
-      axes: [AXIS, byteAxis()],
+      axes: [timeAxis(), byteAxis()],
       cursor: { points: { show: false } },
       series: [
         { value: "{YYYY}-{MM}-{DD} {HH}:{mm}" },
         { label: "used", stroke: "#4ea1ff", width: 2, fill: "rgba(78,161,255,0.12)",
           spanGaps: true, points: { show: false }, value: (u, v) => bytes(v) },
         { label: "budget", stroke: "#f06262", width: 1.5, points: { show: false },
-          value: (u, v) => (v === null ? "none" : bytes(v)) },
+          value: (u, v) => (v === null ? "—" : bytes(v)) },
         { label: "projected", stroke: "#f0b43c", width: 1.5, dash: [6, 4], spanGaps: true,
           points: { show: false }, value: (u, v) => bytes(v) },
       ],

@@ -102,8 +102,8 @@ export class UsagePanel {
     const state = b ? b.state : "none";
     this.root.dataset.state = state;
     this.badge.dataset.state = state;
-    this.badge.textContent = b ? b.state : "no budget reported";
-    let text = b ? STATE_TEXT[b.state] || b.state : "the device reports no budget";
+    this.badge.textContent = b ? b.state : "no budget";
+    let text = b ? STATE_TEXT[b.state] || b.state : "";
     if (b) {
       text += ` · resets ${utcText(b.resets_at)}`;
       if (b.cap_kbps) text += ` · cap ${b.cap_kbps} kbit/s`;
