@@ -45,8 +45,8 @@ from flumph.control import (
     TopicKind,
     Topics,
     check_device_id,
-    command_model,
     decode,
+    decode_command,
     decode_desired,
     decode_patch,
 )
@@ -454,7 +454,7 @@ class Fleet:
     def _on_cmd(self, dev: DeviceState, topic: ParsedTopic, payload: bytes, _r: bool) -> bool:
         if topic.command is None:
             return False
-        cmd = decode(command_model(topic.command), payload)
+        cmd = decode_command(topic.command, payload)
         if cmd.id in dev.commands:
             return False  # our own, echoed
         rec = CommandRecord(cmd.id, dev.device_id, topic.command, time.time(), time.monotonic())
@@ -593,7 +593,7 @@ class Fleet:
         ``wait_s``, wait that long for its ack."""
         topic = self.topics.cmd(device_id, name)  # ContractError: bad device or command
         rec_id = uuid.uuid4().hex[:16]
-        payload = decode(command_model(name), json.dumps({**(args or {}), "id": rec_id}))
+        payload = decode_command(name, json.dumps({**(args or {}), "id": rec_id}))
         if not self.connected or self._client is None:
             raise Unavailable(f"MQTT broker {self.mqtt.url} unavailable")
         dev = self.device(device_id, create=True)

@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from flumph.control import Budget, Usage
 
@@ -185,7 +186,13 @@ def effective_budget(budget: Budget | None) -> int | None:
 # --- series for the API and the chart ----------------------------------------------------------
 
 
-def hourly_series(rows: HourRows, end_hour: int, hours: int) -> dict[str, object]:
+class HourlySeries(TypedDict):
+    hours: list[int]  # each hour's start, epoch seconds
+    by_kind: dict[str, list[int]]
+    total: list[int]
+
+
+def hourly_series(rows: HourRows, end_hour: int, hours: int) -> HourlySeries:
     """The last ``hours`` hours ending with ``end_hour``: bytes per hour, per kind and total."""
     starts = [end_hour - (hours - 1 - i) * HOUR_S for i in range(hours)]
     kinds = sorted({k for (_, k) in rows} | set(KINDS), key=_kind_order)

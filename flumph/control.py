@@ -298,14 +298,6 @@ def decode_command(name: str, payload: bytes | str) -> Command:
     return decode(COMMAND_MODELS.get(name, Command), payload)
 
 
-COMMAND_MODELS: dict[str, type[Command]] = {"grant": Grant}
-
-
-def command_model(name: str) -> type[Command]:
-    """The payload model of command ``name`` (most carry only their id)."""
-    return COMMAND_MODELS.get(name, Command)
-
-
 class Ack(Message):
     id: str
     ok: bool

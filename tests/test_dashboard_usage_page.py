@@ -174,7 +174,7 @@ def test_budget_state_charts_grant_and_the_viewers_notice(up: Backend) -> None:
         # The demo camera's real telemetry makes its own history (the agent counts SRT bytes).
         def demo_history() -> bool:
             d = up.api("/api/devices/demo/usage")
-            return sum(d["hourly"]["by_kind"]["srt"]) > 0
+            return bool(sum(d["hourly"]["by_kind"]["srt"]) > 0)
 
         wait_until(demo_history, 60, "demo history")
         page.reload()

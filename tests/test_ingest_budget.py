@@ -62,7 +62,9 @@ def device_pub(broker: Broker, device: str, kind: str, payload: str) -> None:
     )  # fmt: skip
 
 
-async def texts_until(ws: websockets.ClientConnection, kind: str, within_s: float = 10) -> dict:
+async def texts_until(
+    ws: websockets.ClientConnection, kind: str, within_s: float = 10
+) -> dict[str, object]:
     async with asyncio.timeout(within_s):
         while True:
             msg = await ws.recv()

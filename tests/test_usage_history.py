@@ -24,8 +24,8 @@ from flumph.dashboard.usage_history import (
 )
 
 
-def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
 
 
 P = utc(2026, 3, 1)
@@ -92,9 +92,8 @@ def test_spread_never_loses_or_invents_a_byte(start: float, span: float, amount:
 
 
 def test_attribute_bounds_a_long_gap_and_starts_a_new_period_at_its_start() -> None:
-    prev = kinds(P - 5 * HOUR_S, period="p:0", srt=10**6)
-    cur = kinds(P + 2 * HOUR_S, srt=7200)
-    prev = Sample(prev.ts, "p:1", {"srt": 10**6, "mqtt": 0}, 1.0)
+    # The last report of the previous period, five hours before this one began.
+    prev = Sample(P - 5 * HOUR_S, "p:1", {"srt": 10**6, "mqtt": 0}, 1.0)
     cur = Sample(P + 2 * HOUR_S, PERIOD, {"srt": 7200, "mqtt": 0}, P)
     rows = attribute(prev, cur, max_span_s=86400)
     # Counted from the new period's start (00:00), not from the previous report before it.
@@ -129,7 +128,7 @@ def test_series_for_the_chart() -> None:
     hourly = hourly_series(rows, h5, 48)
     assert hourly["hours"][0] == h5 - 47 * HOUR_S and hourly["hours"][-1] == h5
     assert hourly["total"][-2:] == [210, 300] and hourly["total"][0] == 4
-    assert list(hourly["by_kind"]) == ["srt", "mqtt", "snapshot"]  # type: ignore[call-overload]
+    assert list(hourly["by_kind"]) == ["srt", "mqtt", "snapshot"]
     # Walked back from the device's own count (1000 now): 700 at 05:00, 490 at 04:00, ...
     cum = cumulative_series(rows, start=P, now=now, used=1000, since=P)
     assert cum[0] == (P, 0) and cum[-1] == (now, 1000)
