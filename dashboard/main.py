@@ -19,6 +19,7 @@ from flumph.logsetup import LOG_LEVELS, setup_logging
 from flumph.serviceapp import run_on_server_loop
 
 from .service import DashboardConfig, DashboardService
+from .usage_store import UsageStoreError, check_state_dir
 
 ENV_PREFIX = "FLUMPH_DASHBOARD_"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("flumph.dashboard").error("%s", e)
         return 2
     log = logging.getLogger("flumph.dashboard")
+    try:
+        check_state_dir(cfg.state_dir)
+    except UsageStoreError as e:
+        log.error("%s (state_dir, --state-dir)", e)
+        return 2
     if cfg.password is None:
         where = "" if cfg.host in LOOPBACK else f" on {cfg.host}, reachable from other machines"
         log.warning("no password set (FLUMPH_DASHBOARD_PASSWORD): the dashboard is open%s", where)

@@ -120,3 +120,8 @@ class UsageStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def check_state_dir(state_dir: str | Path) -> None:
+    """Open (and create) the history once, before serving: UsageStoreError names the path."""
+    UsageStore(state_dir).close()

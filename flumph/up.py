@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from flumph.broker.config import BrokerSettings, check_settings
     from flumph.broker.server import EmbeddedBroker
     from flumph.dashboard.service import DashboardConfig, DashboardService
+    from flumph.dashboard.usage_store import UsageStoreError, check_state_dir
     from flumph.ingest.service import IngestConfig, IngestService
     from flumph.serviceapp import run_on_server_loop
 
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             flags={"host": ns.host, "port": ns.dashboard_port, "mqtt_url": mqtt_url,
                    "state_dir": state / "dashboard"},
         )  # fmt: skip
-    except ConfigError as e:
+        check_state_dir(dash_cfg.state_dir)
+    except (ConfigError, UsageStoreError) as e:
         log.error("%s", e)
         return 2
     # One process, one secret: a dashboard login must open the ingest's viewer WebSocket too.

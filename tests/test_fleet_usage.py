@@ -268,3 +268,17 @@ def decode_retained(env: Env, topic: str) -> dict[str, Any]:
     )  # fmt: skip
     doc: dict[str, Any] = json.loads(r.stdout)
     return doc
+
+
+def test_an_unusable_state_dir_is_refused_by_name(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUMPH_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "flumph", "dashboard", "--port", "0",
+         "--state-dir", str(blocker / "state")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert f"usage history {blocker / 'state' / 'usage.sqlite3'}: cannot open" in r.stderr
+    assert "Traceback" not in r.stderr
