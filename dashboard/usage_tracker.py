@@ -153,7 +153,8 @@ class UsageTracker:
             sample = sample_of(usage, ts)
         except ValueError as e:
             self.rejected += 1
-            log.warning("%s: usage report ignored: %s", device_id, e)
+            if self.rejected <= 10 or self.rejected % 1000 == 0:
+                log.warning("%s: usage report ignored (#%d): %s", device_id, self.rejected, e)
             return
         prev = mark.sample if mark is not None else None
         rows = attribute(prev, sample, max_span_s=self.keep_days * 86400.0)

@@ -108,6 +108,7 @@ export class UsagePanel {
       text += ` · resets ${utcText(b.resets_at)}`;
       if (b.cap_kbps) text += ` · cap ${b.cap_kbps} kbit/s`;
       if (b.allowance_bytes) text += ` · ${bytes(b.allowance_bytes)} granted`;
+      if (b.message) text += ` · ${b.message}`;
     }
     this.text.textContent = text;
     const key = JSON.stringify([view.usage && view.usage.at, b && b.state, b && b.used_bytes,
