@@ -110,6 +110,9 @@ class UsageStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        if prune_before is not None:
+            # Hourly, with the pruning: give the write-ahead log's space back to the disk.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def hours(self, device: str, since_hour: int) -> HourRows:
         rows = self._db.execute(
