@@ -12,8 +12,10 @@ import os
 import signal
 import sys
 
+from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
+from flumph.ports import PortWanted, first_problem
 
 from .config import ENV_PREFIX, BrokerSettings
 
@@ -25,7 +27,10 @@ _FLAGS = (
 )  # fmt: skip
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    def d(name: str) -> str:
+        return default_of(BrokerSettings, name)
+
     p = argparse.ArgumentParser(
         prog="flumph broker",
         description="MQTT 3.1.1 broker (amqtt) with argon2 passwords, a per-device ACL, a will "
@@ -33,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "'flumph broker passwd FILE USER' adds or updates an account.",
     )
     p.add_argument("--config", help="TOML file; its [broker] table is read")
-    p.add_argument("--host", help="bind address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="MQTT TCP port (default 1883)")
+    p.add_argument("--host", help=f"bind address ({d('host')})")
+    p.add_argument("--port", type=int, help=f"MQTT TCP port ({d('port')})")
     p.add_argument("--ws-port", type=int, help="also serve MQTT over WebSockets on this port")
     p.add_argument("--passwd-file", help="username:argon2-hash file (default: no authentication)")
     p.add_argument(
@@ -49,12 +54,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="devices reach only <prefix>/<username>/... (default on, with a passwd file)",
     )
-    p.add_argument("--prefix", help="topic prefix (default flumph)")
-    p.add_argument("--state-dir", help="retained messages (default ~/.local/state/flumph/broker)")
-    p.add_argument("--connect-timeout-s", type=float, help="time to send CONNECT (default 10)")
+    p.add_argument("--prefix", help=f"topic prefix ({d('prefix')})")
+    p.add_argument("--state-dir", help="retained messages (default: ~/.local/state/flumph/broker)")
+    p.add_argument(
+        "--connect-timeout-s", type=float, help=f"time to send CONNECT ({d('connect_timeout_s')})"
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> BrokerSettings:
@@ -107,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     from .server import quiet_amqtt_logging
 
     quiet_amqtt_logging(settings.log_level)
+    wanted = [PortWanted("--port", settings.host, settings.port)]
+    if settings.ws_port is not None:
+        wanted.append(PortWanted("--ws-port", settings.host, settings.ws_port))
+    problem = first_problem(wanted)
+    if problem is not None:
+        log.error("%s", problem)
+        return 1
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(settings))
     return 0

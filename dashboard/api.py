@@ -34,7 +34,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from flumph.control import ContractError, Desired, Reported
+from flumph.control import ContractError, Desired, Reported, Telemetry
 
 from .access import Access
 from .fleet import DeviceState, Fleet, Unavailable
@@ -60,6 +60,18 @@ def sync_state(desired: Desired | None, reported: Reported | None) -> str:
 Marks = Callable[[str], Sample | None]  # a device's last stored usage report (usage history)
 
 
+def _live_figures(dev: DeviceState, streaming: bool | None) -> Telemetry | None:
+    """The telemetry whose figures describe the stream running now, or None.
+
+    Only a streaming telemetry that came after the newest ``reported``: a stream (re)started or
+    reconfigured since has not been measured yet, and the previous session's last figures would
+    read as this one's first."""
+    tel = dev.telemetry
+    if not streaming or tel is None or not tel.streaming:
+        return None
+    return tel if (dev.telemetry_at or 0) >= (dev.reported_at or 0) else None
+
+
 def device_view(
     fleet: Fleet, dev: DeviceState, *, detail: bool = False, marks: Marks | None = None
 ) -> dict[str, Any]:
@@ -72,6 +84,7 @@ def device_view(
         streaming = rep.streaming
     elif tel is not None:
         streaming = tel.streaming
+    live = _live_figures(dev, streaming)
     demand = fleet.ondemand.state(dev.device_id)
     loop_now = asyncio.get_running_loop().time()
     view: dict[str, Any] = {
@@ -82,16 +95,16 @@ def device_view(
         "video": {
             "codec": settings.get("codec"),
             "encoder": (rep.encoder if rep else None) or (tel.encoder if tel else None),
-            "width": (tel.width if tel else None) or settings.get("width"),
-            "height": (tel.height if tel else None) or settings.get("height"),
-            "fps": tel.fps if tel else None,
-            "bitrate_kbps": tel.bitrate_kbps if tel else None,
+            "width": (live.width if live else None) or settings.get("width"),
+            "height": (live.height if live else None) or settings.get("height"),
+            "fps": live.fps if live else None,
+            "bitrate_kbps": live.bitrate_kbps if live else None,
             "target_fps": settings.get("fps"),
             "target_bitrate_kbps": settings.get("bitrate_kbps"),
         },
         # What the device runs now (its reported settings), for the page's settings form.
         "settings": settings,
-        "srt": tel.srt.model_dump() if tel is not None and tel.srt is not None else None,
+        "srt": live.srt.model_dump() if live is not None and live.srt is not None else None,
         # From the birth, reported and telemetry, whichever is newest (see .usage_view).
         "usage": usage_summary(dev, marks(dev.device_id) if marks is not None else None),
         "budget": budget_summary(dev),

@@ -51,6 +51,7 @@ from flumph.control import (
     decode_patch,
 )
 from flumph.mqtt import MqttSettings, make_client
+from flumph.mqttwatch import watch_connection
 
 from .ondemand import OnDemand
 from .shadow import Shadow
@@ -187,6 +188,7 @@ class Fleet:
             linger_s=self.options.ondemand_linger_s,
             merge=self._ondemand_merge,
             current=self.shadow.current,
+            own_always_on=self._reports_always_on,
         )
         self.listeners: list[Callable[[str], None]] = []  # called with a device id on change
         self.connected = False
@@ -228,12 +230,17 @@ class Fleet:
         client.on_disconnect = self._paho_disconnect
         client.on_subscribe = self._paho_subscribe
         client.on_message = self._paho_message
+        watch_connection(
+            client, url=self.mqtt.url, host=self.mqtt.host, port=self.mqtt.port, log=log,
+            flag="--mqtt", on_failure=lambda reason: self._post(self._unreachable, reason),
+        )  # fmt: skip
         self._client = client
         # connect_async: the TCP connect happens in paho's thread, never on the loop.
         client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
         client.loop_start()
         self._spawn(self._housekeep(), "fleet-housekeeping")
-        log.info("fleet service connecting to %s as %s", self.mqtt.url, self.mqtt.username)
+        who = self.mqtt.username or "anonymous"
+        log.info("fleet service connecting to %s as %s", self.mqtt.url, who)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -288,8 +295,11 @@ class Fleet:
     # --- connection state (on the loop) -------------------------------------------------------
 
     def _connect_failed(self, reason: str) -> None:
-        self.last_connect_error = reason
+        self.last_connect_error = f"the broker refused the connection: {reason}"
         log.error("MQTT broker %s refused the connection: %s", self.mqtt.url, reason)
+
+    def _unreachable(self, reason: str) -> None:
+        self.last_connect_error = reason  # watch_connection logged it
 
     def _connected(self, mid: int) -> None:
         self.connected = True
@@ -309,6 +319,7 @@ class Fleet:
     def _disconnected(self, reason: str) -> None:
         if self.connected and not self._stopping:
             log.warning("lost the MQTT broker: %s", reason)
+            self.last_connect_error = f"connection lost: {reason}"
         self.connected = False
         self.ready.clear()
         self.ondemand.deactivate()
@@ -400,7 +411,13 @@ class Fleet:
             dev.seen()
             if dev.reported.applied_v is not None:
                 self.shadow.floor(dev.device_id, dev.reported.applied_v)
+        self.ondemand.device_changed(dev.device_id)
         return True
+
+    def _reports_always_on(self, device_id: str) -> bool:
+        dev = self.devices.get(device_id)
+        rep = dev.reported if dev is not None else None
+        return rep is not None and rep.settings.get("always_on") is True
 
     def _on_telemetry(self, dev: DeviceState, _t: ParsedTopic, payload: bytes, _r: bool) -> bool:
         tel = decode(Telemetry, payload)

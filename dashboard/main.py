@@ -6,7 +6,6 @@ the command line; ``FLUMPH_DASHBOARD_PASSWORD`` turns the login on), then flags.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import socket
@@ -14,8 +13,11 @@ from collections.abc import Callable
 
 import uvicorn
 
+from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
+from flumph.ports import PortWanted, bind_problem
+from flumph.runner import run_service
 from flumph.serviceapp import run_on_server_loop
 
 from .service import DashboardConfig, DashboardService
@@ -30,28 +32,34 @@ FLAGS = (
 )  # fmt: skip
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    def d(name: str) -> str:
+        return default_of(DashboardConfig, name)
+
     p = argparse.ArgumentParser(
         prog="flumph dashboard",
         description="Fleet view and control over MQTT: device state, shadow merge of patches "
         "on <prefix>/<dev>/set, on-demand streaming, JSON API and live feed (SSE).",
     )
     p.add_argument("--config", help="TOML file; its [dashboard] table is read")
-    p.add_argument("--host", help="HTTP bind address (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    p.add_argument("--mqtt", dest="mqtt_url", metavar="URL", help="broker, mqtt[s]://host:port")
+    p.add_argument("--host", help=f"HTTP bind address ({d('host')})")
+    p.add_argument("--port", type=int, help=f"HTTP port ({d('port')})")
+    p.add_argument(
+        "--mqtt", dest="mqtt_url", metavar="URL",
+        help=f"broker, mqtt[s]://host:port ({d('mqtt_url')})",
+    )  # fmt: skip
     p.add_argument("--mqtt-username", help="backend account")
     p.add_argument("--mqtt-password", help="prefer FLUMPH_DASHBOARD_MQTT_PASSWORD")
-    p.add_argument("--mqtt-prefix", help="topic prefix (default flumph)")
+    p.add_argument("--mqtt-prefix", help=f"topic prefix ({d('mqtt_prefix')})")
     p.add_argument("--mqtt-ca-file", help="CA bundle for mqtts://")
     p.add_argument(
         "--no-ondemand", dest="ondemand", action="store_const", const=False,
         help="do not start/stop streams from viewer demand",
     )  # fmt: skip
-    p.add_argument("--ondemand-linger-s", type=float, help="default 30")
+    p.add_argument("--ondemand-linger-s", type=float, help=d("ondemand_linger_s"))
     p.add_argument("--presence-grace-s", type=float, help="default: 1.5 x device heartbeat")
-    p.add_argument("--heartbeat-default-s", type=float, help="default 300")
-    p.add_argument("--command-timeout-s", type=float, help="default 30")
+    p.add_argument("--heartbeat-default-s", type=float, help=d("heartbeat_default_s"))
+    p.add_argument("--command-timeout-s", type=float, help=d("command_timeout_s"))
     p.add_argument(
         "--ingest-ws-url", metavar="URL",
         help="the ingest's WebSocket base for the browser, e.g. ws://{host}:8080 "
@@ -60,7 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", help="usage history (default $XDG_STATE_HOME/flumph/dashboard)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> DashboardConfig:
@@ -109,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             "restarts, and an ingest cannot check viewers unless it has the same secret "
             "(FLUMPH_INGEST_AUTH_SECRET)"
         )
+    problem = bind_problem(PortWanted("--port", cfg.host, cfg.port))
+    if problem is not None:
+        log.error("%s", problem)
+        return 1
     service = DashboardService(cfg)
     server = _Server(
         uvicorn.Config(
@@ -121,6 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         ),
         before_shutdown=service.close_feeds,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        run_on_server_loop(server.serve(), server.config)
-    return 0 if server.started else 1
+    return run_service(
+        lambda: run_on_server_loop(server.serve(), server.config), lambda: server.started
+    )

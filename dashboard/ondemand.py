@@ -7,7 +7,9 @@ shadow like any operator's, so the device just follows ``desired``.
 The decisions:
 - viewers 0 → more: merge ``streaming: true`` unless ``desired`` already says so;
 - viewers → 0: after ``linger_s`` (default 30 s) merge ``streaming: false``, unless viewers came
-  back, the device is ``always_on``, or the stream is *pinned*;
+  back, the device is ``always_on``, or the stream is *pinned*. ``always_on`` is what ``desired``
+  says, or, where ``desired`` does not say, what the device runs (its ``reported`` settings: an
+  agent configured ``always_on`` locally, like ``flumph up --demo``'s, keeps streaming);
 - an operator's explicit ``streaming: true`` (``set`` topic, HTTP API, ``flumph ctl start``) pins
   the stream until an explicit stop: on-demand stops only what it did not see an operator start;
 - an operator's explicit stop wins even while viewers watch; on-demand starts the stream again
@@ -32,6 +34,11 @@ log = logging.getLogger("flumph.dashboard.ondemand")
 
 Merge = Callable[[str, dict[str, Any]], None]
 Current = Callable[[str], Desired | None]
+OwnAlwaysOn = Callable[[str], bool]  # the device's own (reported) always_on
+
+
+def _never(_device_id: str) -> bool:
+    return False
 
 
 @dataclass
@@ -48,23 +55,35 @@ class DeviceDemand:
         self.linger_until = None
 
 
-def wants(desired: Desired | None) -> tuple[bool, bool]:
-    """(streaming, always_on) as the document says; absent means false."""
+def wants(desired: Desired | None, own_always_on: bool = False) -> tuple[bool, bool]:
+    """(streaming, always_on) as the document says; streaming absent means false, always_on
+    absent means what the device runs (``own_always_on``)."""
     s = desired.settings_patch() if desired is not None else {}
-    return s.get("streaming") is True, s.get("always_on") is True
+    always_on = s["always_on"] is True if "always_on" in s else own_always_on
+    return s.get("streaming") is True, always_on
 
 
-def should_linger(viewers: int | None, desired: Desired | None, pinned: bool) -> bool:
+def should_linger(
+    viewers: int | None, desired: Desired | None, pinned: bool, own_always_on: bool = False
+) -> bool:
     """Whether the stream is on a countdown to stop: nobody watches and nothing keeps it on."""
-    streaming, always_on = wants(desired)
+    streaming, always_on = wants(desired, own_always_on)
     return viewers == 0 and streaming and not always_on and not pinned
 
 
 class OnDemand:
-    def __init__(self, *, linger_s: float, merge: Merge, current: Current) -> None:
+    def __init__(
+        self,
+        *,
+        linger_s: float,
+        merge: Merge,
+        current: Current,
+        own_always_on: OwnAlwaysOn = _never,
+    ) -> None:
         self.linger_s = linger_s
         self._merge = merge
         self._current = current
+        self._own_always_on = own_always_on
         self._devices: dict[str, DeviceDemand] = {}
         # Off until the fleet knows every retained desired document (else it would start
         # streams that already stream, or miss that they do).
@@ -96,6 +115,11 @@ class OnDemand:
             d.pinned = False
         self._evaluate(device_id)
 
+    def device_changed(self, device_id: str) -> None:
+        """The device reported other settings (its own always_on may have changed): re-decide."""
+        if device_id in self._devices:
+            self._evaluate(device_id)
+
     def activate(self) -> None:
         self.active = True
         for device_id, d in list(self._devices.items()):
@@ -113,9 +137,13 @@ class OnDemand:
             log.info("%s: a viewer is waiting; starting the stream", device_id)
             self._merge(device_id, {"streaming": True})
 
+    def _lingers(self, device_id: str, d: DeviceDemand) -> bool:
+        own = self._own_always_on(device_id)
+        return self.active and should_linger(d.viewers, self._current(device_id), d.pinned, own)
+
     def _evaluate(self, device_id: str) -> None:
         d = self._devices[device_id]
-        if not (self.active and should_linger(d.viewers, self._current(device_id), d.pinned)):
+        if not self._lingers(device_id, d):
             d.cancel_linger()
         elif d.linger is None:
             loop = asyncio.get_running_loop()
@@ -125,6 +153,6 @@ class OnDemand:
     def _linger_over(self, device_id: str) -> None:
         d = self._devices[device_id]
         d.linger, d.linger_until = None, None
-        if self.active and should_linger(d.viewers, self._current(device_id), d.pinned):
+        if self._lingers(device_id, d):
             log.info("%s: no viewer for %.0f s; stopping the stream", device_id, self.linger_s)
             self._merge(device_id, {"streaming": False})

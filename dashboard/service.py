@@ -13,6 +13,7 @@ from flumph import auth
 from flumph.config import StrictModel
 from flumph.control import PREFIX_RE
 from flumph.mqtt import MqttSettings
+from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
 from flumph.serviceapp import service_app
 
 from .access import Access
@@ -138,6 +139,7 @@ class DashboardConfig(StrictModel):
             ca_file=self.mqtt_ca_file,
             prefix=self.mqtt_prefix,
             keepalive_s=self.mqtt_keepalive_s,
+            reconnect_max_s=BACKEND_RECONNECT_MAX_S,
         )
 
     def fleet_options(self) -> FleetOptions:

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flumph import __version__
+from flumph.agent.pipeline import MIN_RATE_SPAN_S
 from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH, encode_snapshot
 from flumph.agent.transport import PAYLOAD_SIZE
 from flumph.control import (
@@ -75,6 +76,7 @@ from flumph.control import (
     decode_desired,
 )
 from flumph.mqtt import MqttSettings, make_client
+from flumph.mqttwatch import watch_connection
 from flumph.settings import StreamSettings
 
 if TYPE_CHECKING:
@@ -175,6 +177,9 @@ class AgentControl:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        watch_connection(
+            self._client, url=mqtt.url, host=mqtt.host, port=mqtt.port, log=log, flag="--mqtt"
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -478,7 +483,8 @@ class AgentControl:
         settings = self.pipeline.settings
         fps = loss_pct = None
         span = now - previous.at
-        if previous.streaming and span > 0:
+        # Rates over a short window are noise (see MIN_RATE_SPAN_S): unknown rather than wrong.
+        if previous.streaming and span >= MIN_RATE_SPAN_S:
             fps = round((self._sample.frames_sent - previous.frames_sent) / span, 2)
             # Data packets sent, estimated: full packets plus the partial last one of each burst.
             sent = _grown(self._sample.bytes_sent, previous.bytes_sent) / PAYLOAD_SIZE
@@ -507,10 +513,16 @@ class AgentControl:
         )
 
     def _send_telemetry(self) -> None:
+        if not self._client.is_connected():
+            # Not measured while nobody hears it: the rates of the next message then cover the
+            # time since the last one sent, not the moments between a discarded one and connect.
+            interval = self.telemetry_interval_s
+            with self._cond:
+                self._telemetry_due = time.monotonic() + interval
+            return
         message = self.telemetry()
         interval = self.telemetry_interval_s if message.streaming else self.heartbeat_interval_s
         with self._cond:
             self._telemetry_due = time.monotonic() + interval
-        if self._client.is_connected():
-            topic = self.topics.telemetry(self.device_id)
-            self._client.publish(topic, compact(message), qos=0)
+        topic = self.topics.telemetry(self.device_id)
+        self._client.publish(topic, compact(message), qos=0)

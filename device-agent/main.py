@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
+from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config, read_toml
 from flumph.logsetup import setup_logging
 from flumph.media.streamid import DEVICE_ID_RE
@@ -97,39 +97,60 @@ class AgentConfig(StreamSettings):
 
 
 def _parser() -> argparse.ArgumentParser:
+    def d(name: str) -> str:
+        return default_of(AgentConfig, name)
+
+    def dm(name: str) -> str:
+        return default_of(MqttSettings, name)
+
     p = argparse.ArgumentParser(prog="flumph agent", description=__doc__)
     p.add_argument("--config", type=Path, help="TOML file; settings in its [agent] table")
-    p.add_argument("--device-id")
-    p.add_argument("--ingest", metavar="srt://HOST:PORT")
+    p.add_argument("--device-id", help="[a-z0-9][a-z0-9-]{0,63}; also the MQTT username")
+    p.add_argument("--ingest", metavar="srt://HOST:PORT", help=d("ingest"))
     p.add_argument("--stream", action="store_true", default=None, help="start streaming at once")
-    p.add_argument("--source", help="synthetic | 0 | /dev/video0 | av:FORMAT:URL | file | URL")
-    p.add_argument("--codec", help="auto | av1 | hevc | h264")
-    p.add_argument("--bitrate-kbps", type=int)
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--fps", type=int)
-    p.add_argument("--keyint-s", type=float)
-    p.add_argument("--srt-latency-ms", type=int)
-    p.add_argument("--frames-per-burst", type=int)
-    p.add_argument("--data-budget-mb", type=float, help="data budget per period (MB of 10^6 B)")
-    p.add_argument("--budget-reset-day", type=int, help="1-28: the period starts 00:00 UTC")
     p.add_argument(
-        "--budget-pacing", action="store_true", default=None, help="pace bitrate to the budget"
+        "--always-on", action="store_true", default=None,
+        help="stream even when nobody watches: on-demand never stops it (default off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--source", help=f"synthetic | 0 | /dev/video0 | av:FORMAT:URL | file | URL ({d('source')})"
     )
-    p.add_argument("--state-dir", type=Path)
-    p.add_argument("--log-level", help="debug | info | warning | error")
-    p.add_argument("--telemetry-interval-s", type=float)
-    p.add_argument("--heartbeat-interval-s", type=float)
+    p.add_argument("--codec", help=f"auto | av1 | hevc | h264 ({d('codec')})")
+    p.add_argument("--bitrate-kbps", type=int, help=d("bitrate_kbps"))
+    p.add_argument("--width", type=int, help=d("width"))
+    p.add_argument("--height", type=int, help=d("height"))
+    p.add_argument("--fps", type=int, help=d("fps"))
+    p.add_argument("--keyint-s", type=float, help=d("keyint_s"))
+    p.add_argument("--srt-latency-ms", type=int, help=d("srt_latency_ms"))
+    p.add_argument("--frames-per-burst", type=int, help=d("frames_per_burst"))
+    p.add_argument(
+        "--data-budget-mb", type=float, help="data budget per period (MB of 10^6 B; default: none)"
+    )
+    p.add_argument(
+        "--budget-reset-day", type=int,
+        help=f"1-28: the period starts 00:00 UTC ({d('budget_reset_day')})",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget-pacing", action="store_true", default=None,
+        help=f"pace bitrate to the budget ({d('budget_pacing')})",
+    )  # fmt: skip
+    p.add_argument("--state-dir", type=Path, help="default: ~/.local/state/flumph-agent")
+    p.add_argument("--log-level", help=f"debug | info | warning | error ({d('log_level')})")
+    p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    p.add_argument("--telemetry-interval-s", type=float, help=d("telemetry_interval_s"))
+    p.add_argument("--heartbeat-interval-s", type=float, help=d("heartbeat_interval_s"))
     m = p.add_argument_group("MQTT control (on when any of these is given)")
-    m.add_argument("--mqtt", dest="mqtt_url", metavar="mqtt[s]://HOST[:PORT]")
+    m.add_argument("--mqtt", dest="mqtt_url", metavar="mqtt[s]://HOST[:PORT]", help="the broker")
     m.add_argument("--mqtt-username")
     m.add_argument("--mqtt-password", help="prefer --mqtt-password-file")
     m.add_argument("--mqtt-password-file", help="file whose first line is the password")
     m.add_argument("--mqtt-ca-file", help="CA bundle for mqtts://")
-    m.add_argument("--mqtt-keepalive-s", type=int, help="default 300 (cellular)")
-    m.add_argument("--mqtt-prefix", help="topic prefix (default flumph)")
-    m.add_argument("--mqtt-reconnect-min-s", type=float)
-    m.add_argument("--mqtt-reconnect-max-s", type=float)
+    m.add_argument(
+        "--mqtt-keepalive-s", type=int, help=f"{dm('keepalive_s')} (cellular: ~1.9 KB/h idle)"
+    )
+    m.add_argument("--mqtt-prefix", help=f"topic prefix ({dm('prefix')})")
+    m.add_argument("--mqtt-reconnect-min-s", type=float, help=dm("reconnect_min_s"))
+    m.add_argument("--mqtt-reconnect-max-s", type=float, help=dm("reconnect_max_s"))
     return p
 
 
@@ -183,9 +204,12 @@ def _mqtt_section(
 def load_agent_config(
     argv: list[str] | None, environ: Mapping[str, str] | None = None
 ) -> AgentConfig:
-    args = _parser().parse_args(argv)
+    return _load(_parser().parse_args(argv), environ)
+
+
+def _load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> AgentConfig:
     env = os.environ if environ is None else environ
-    flags = {k: v for k, v in vars(args).items() if k not in ("config", "stream")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("config", "stream", "log_json")}
     flags["streaming"] = args.stream
     # The mqtt table is nested: merge its three sources here, so that one flag does not replace
     # the whole [agent.mqtt] table, and keep FLUMPH_AGENT_MQTT_* away from the flat env reader.
@@ -202,12 +226,14 @@ def load_agent_config(
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        config = load_agent_config(argv)
+        config = _load(args)
     except ConfigError as e:
-        print(f"flumph agent: {e}", file=sys.stderr)
+        setup_logging("info", json_lines=args.log_json)
+        log.error("%s", e)
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, json_lines=args.log_json)
     # SVT-AV1 prints its banner and settings to stderr unless told otherwise.
     os.environ.setdefault("SVT_LOG", "3" if config.log_level == "debug" else "1")
 
@@ -264,9 +290,10 @@ def _log_status_until(stop: threading.Event, pipeline: Pipeline) -> None:
     while not stop.wait(STATUS_LOG_INTERVAL_S):
         if pipeline.streaming:
             s = pipeline.status()
+            kbps = s["bitrate_kbps"]
             log.info(
-                "%s %.0f kbit/s, %d frames sent, %d dropped, RTT %.1f ms, %d B sent this month",
-                s["encoder"], s["bitrate_kbps"], s["frames_sent"],
+                "%s %s kbit/s, %d frames sent, %d dropped, RTT %.1f ms, %d B sent this month",
+                s["encoder"], "?" if kbps is None else f"{kbps:.0f}", s["frames_sent"],
                 s.get("frames_dropped_busy", 0) + s["frames_dropped_offline"],
                 s.get("srt_rtt_ms", 0.0), s["usage_wire_bytes_sent"],
             )  # fmt: skip

@@ -33,6 +33,9 @@ log = logging.getLogger("flumph.agent.pipeline")
 ENCODER_KEYS = ("codec", "bitrate_kbps", "width", "height", "fps", "keyint_s")
 _LATENCY_SAMPLES = 2000
 _RATE_WINDOW_S = 10.0
+# A rate over less than this says nothing: right after a start, one keyframe over a few
+# milliseconds read as megabits per second (and one frame over 11 ms as 91.7 fps).
+MIN_RATE_SPAN_S = 1.0
 
 
 @dataclass
@@ -53,11 +56,12 @@ class PipelineStats:
             return 0.0
         return (self.written_bytes - self.header_bytes - self.packet_bytes) / self.frames_sent
 
-    def bitrate_kbps(self, now: float) -> float:
+    def bitrate_kbps(self, now: float) -> float | None:
+        """Encoded bits per second over the last frames, or None until they span long enough."""
         window = [(t, n) for t, n in self.recent if now - t <= _RATE_WINDOW_S]
-        if len(window) < 2:
-            return 0.0
-        span = max(window[-1][0] - window[0][0], 1e-3)
+        if len(window) < 2 or window[-1][0] - window[0][0] < MIN_RATE_SPAN_S:
+            return None
+        span = window[-1][0] - window[0][0]
         return sum(n for _, n in window[1:]) * 8 / span / 1000
 
 
@@ -336,6 +340,7 @@ class Pipeline:
         now = time.monotonic()
         latencies = sorted(self.stats.send_latency_ms)
         usage = self.usage.current()
+        bitrate = self.stats.bitrate_kbps(now)
         doc: dict[str, Any] = {
             "streaming": self._running,
             "encoder": self.encoder_name,
@@ -344,7 +349,7 @@ class Pipeline:
             "frames_encoded": self.stats.frames_encoded,
             "frames_sent": self.stats.frames_sent,
             "frames_dropped_offline": self.stats.frames_dropped_offline,
-            "bitrate_kbps": round(self.stats.bitrate_kbps(now), 1),
+            "bitrate_kbps": round(bitrate, 1) if bitrate is not None else None,
             "container_overhead_bytes_per_frame": round(self.stats.overhead_per_frame(), 2),
             "send_latency_ms_p50": _percentile(latencies, 0.5),
             "send_latency_ms_p99": _percentile(latencies, 0.99),

@@ -26,54 +26,49 @@ from typing import Any
 from flumph import auth
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
+from flumph.ports import PortWanted, first_problem
+from flumph.runner import run_service
 
 log = logging.getLogger("flumph.up")
 DEMO_DEVICE = "demo"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flumph up",
         description="Run the whole backend in one process: MQTT broker, SRT ingest, dashboard.",
     )
+    d = "(default %(default)s)"  # the defaults are the components' (tests/test_cli_help.py)
     p.add_argument("--demo", action="store_true", help="also run an agent on a synthetic camera")
     p.add_argument("--config", help="TOML file with [broker], [ingest] and [dashboard] tables")
-    p.add_argument("--host", default="127.0.0.1", help="bind address for every port (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="ingest HTTP/WebSocket port (8080)")
-    p.add_argument("--dashboard-port", type=int, default=8000, help="dashboard port (8000)")
-    p.add_argument("--srt-port", type=int, default=8890, help="SRT UDP port (8890)")
-    p.add_argument("--mqtt-port", type=int, default=1883, help="MQTT port (1883)")
+    p.add_argument("--host", default="127.0.0.1", help=f"bind address for every port {d}")
+    p.add_argument("--port", type=int, default=8080, help=f"ingest HTTP/WebSocket port {d}")
+    p.add_argument("--dashboard-port", type=int, default=8000, help=f"dashboard port {d}")
+    p.add_argument("--srt-port", type=int, default=8890, help=f"SRT UDP port {d}")
+    p.add_argument("--mqtt-port", type=int, default=1883, help=f"MQTT port {d}")
     p.add_argument(
         "--state-dir",
         type=Path,
-        help="broker, dashboard and demo-agent state (default ~/.local/state/flumph)",
+        help="broker, dashboard and demo-agent state (default: ~/.local/state/flumph)",
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    p.add_argument("--log-json", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return p
 
 
-def _free(host: str, port: int, kind: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _check_ports(ns: argparse.Namespace) -> str | None:
-    wanted = [
-        ("--port", ns.port, socket.SOCK_STREAM),
-        ("--dashboard-port", ns.dashboard_port, socket.SOCK_STREAM),
-        ("--mqtt-port", ns.mqtt_port, socket.SOCK_STREAM),
-        ("--srt-port", ns.srt_port, socket.SOCK_DGRAM),
-    ]
-    for flag, port, kind in wanted:
-        if port and not _free(ns.host, port, kind):
-            proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
-            return f"{ns.host}:{port}/{proto} is in use: stop what holds it or choose {flag}"
-    return None
+    return first_problem(
+        [
+            PortWanted("--port", ns.host, ns.port),
+            PortWanted("--dashboard-port", ns.host, ns.dashboard_port),
+            PortWanted("--mqtt-port", ns.host, ns.mqtt_port),
+            PortWanted("--srt-port", ns.host, ns.srt_port, udp=True),
+        ]
+    )
 
 
 class _Server:
@@ -193,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--source", "synthetic",
                 "--state-dir", str(state / "demo-agent"),
                 "--stream",
+                "--always-on",  # a demo that stops 30 s after the last viewer shows nothing
             ]  # fmt: skip
             agent = await asyncio.create_subprocess_exec(*cmd)
         shown = "127.0.0.1" if ns.host in ("0.0.0.0", "::") else ns.host
@@ -222,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_max_size=ingest_cfg.max_message_bytes,
         ws_per_message_deflate=False,  # see flumph.ingest.main: video does not compress
     )
-    started = False
-    with contextlib.suppress(KeyboardInterrupt):
-        started = run_on_server_loop(server.serve(), server.servers[0].config)
-    return 0 if started else 1
+    return run_service(
+        lambda: run_on_server_loop(server.serve(), server.servers[0].config),
+        lambda: server.servers[0].started,
+    )

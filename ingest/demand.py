@@ -16,6 +16,7 @@ from typing import Any
 from flumph.control import ContractError, Demand, TopicKind, Topics, decode
 from flumph.media.streamid import DEVICE_ID_RE
 from flumph.mqtt import MqttSettings, make_client
+from flumph.mqttwatch import watch_connection
 
 log = logging.getLogger("flumph.ingest.demand")
 
@@ -29,6 +30,10 @@ class DemandPublisher:
         self._client = make_client(settings, client_id=None)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        watch_connection(
+            self._client, url=settings.url, host=settings.host, port=settings.port, log=log,
+            flag="--mqtt",
+        )  # fmt: skip
         # Other retained device documents the ingest follows on this connection: kind ->
         # handler(device id, payload), called in paho's thread.
         self.followers: dict[TopicKind, Callable[[str, bytes], None]] = {}

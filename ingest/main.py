@@ -3,40 +3,50 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 
 import uvicorn
 
+from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
+from flumph.ports import PortWanted, first_problem
+from flumph.runner import run_service
 from flumph.serviceapp import run_on_server_loop
 
 from .service import IngestConfig, IngestService, seed_env
 
 ENV_PREFIX = "FLUMPH_INGEST_"
+log = logging.getLogger("flumph.ingest")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    def d(name: str) -> str:
+        return default_of(IngestConfig, name)
+
     p = argparse.ArgumentParser(
         prog="flumph ingest",
         description="SRT in (Matroska or MPEG-TS; AV1, H.265, H.264), fragmented MP4 out over "
         "WebSocket, and the plain WebSocket relay protocol.",
     )
     p.add_argument("--config", help="TOML file; its [ingest] table is read")
-    p.add_argument("--host", help="HTTP/WebSocket bind address (default 0.0.0.0; env HOST)")
-    p.add_argument("--port", type=int, help="HTTP/WebSocket port (default 8080; env PORT)")
-    p.add_argument("--srt-host", help="SRT bind address (default 0.0.0.0)")
-    p.add_argument("--srt-port", type=int, help="SRT UDP port (default 8890)")
-    p.add_argument("--srt-latency-ms", type=int, help="SRT latency (default 120)")
-    p.add_argument("--max-streams", type=int, help="default 100; env MAX_STREAMS")
-    p.add_argument("--max-viewers-per-stream", type=int, help="default 10")
-    p.add_argument("--reconnect-grace-s", type=float, help="default 10")
+    p.add_argument("--host", help=f"HTTP/WebSocket and SRT bind address ({d('host')}; env HOST)")
+    p.add_argument("--port", type=int, help=f"HTTP/WebSocket port ({d('port')}; env PORT)")
+    p.add_argument("--srt-host", help="SRT bind address (default: the same as --host)")
+    p.add_argument("--srt-port", type=int, help=f"SRT UDP port ({d('srt_port')})")
+    p.add_argument("--srt-latency-ms", type=int, help=f"SRT latency ({d('srt_latency_ms')})")
+    p.add_argument("--max-streams", type=int, help=f"{d('max_streams')}; env MAX_STREAMS")
+    p.add_argument("--max-viewers-per-stream", type=int, help=d("max_viewers_per_stream"))
+    p.add_argument("--reconnect-grace-s", type=float, help=d("reconnect_grace_s"))
     p.add_argument("--mqtt", dest="mqtt_url", help="broker URL for on-demand streaming")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> IngestConfig:
@@ -74,8 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(ns)
     except ConfigError as e:
-        logging.getLogger("flumph.ingest").error("%s", e)
+        log.error("%s", e)
         return 2
+    problem = first_problem(
+        [
+            PortWanted("--port", cfg.host, cfg.port),
+            PortWanted("--srt-port", cfg.srt_host, cfg.srt_port, udp=True, host_flag="--srt-host"),
+        ]
+    )
+    if problem is not None:
+        log.error("%s", problem)
+        return 1
     service = IngestService(cfg)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -90,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
             lifespan="on",
         )
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        run_on_server_loop(server.serve(), server.config)
-    # uvicorn reports a failed startup (port in use, SRT bind error) by not starting.
-    return 0 if server.started else 1
+    return run_service(
+        lambda: run_on_server_loop(server.serve(), server.config), lambda: server.started
+    )

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from flumph import auth, srt
 from flumph.config import StrictModel
 from flumph.mqtt import MqttSettings
+from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
 from flumph.serviceapp import service_app
 
 from .app import TokenGate, add_preview_routes, add_relay_routes
@@ -28,7 +29,9 @@ log = logging.getLogger("flumph.ingest")
 class IngestConfig(StrictModel):
     host: str = Field(default="0.0.0.0", title="HTTP/WebSocket bind address (env HOST)")
     port: int = Field(default=8080, ge=0, le=65535, title="HTTP/WebSocket port (env PORT)")
-    srt_host: str = Field(default="0.0.0.0", title="SRT listener bind address")
+    srt_host: str = Field(
+        default="0.0.0.0", title="SRT listener bind address (default: the same as host)"
+    )
     srt_port: int = Field(default=8890, ge=0, le=65535, title="SRT listener UDP port")
     srt_latency_ms: int = Field(default=120, ge=20, le=8000, title="SRT receive latency")
     srt_passphrase: str | None = Field(
@@ -65,6 +68,14 @@ class IngestConfig(StrictModel):
         "token it signed (env FLUMPH_INGEST_AUTH_SECRET)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _srt_host_follows_host(cls, data: Any) -> Any:
+        # `--host 127.0.0.1` means "only this machine": the SRT listener too, unless told apart.
+        if isinstance(data, dict) and data.get("srt_host") is None and "host" in data:
+            return {**data, "srt_host": data["host"]}
+        return data
+
     def mqtt_settings(self) -> MqttSettings | None:
         if self.mqtt_url is None:
             return None
@@ -73,6 +84,7 @@ class IngestConfig(StrictModel):
             username=self.mqtt_username,
             password=self.mqtt_password,
             prefix=self.mqtt_prefix,
+            reconnect_max_s=BACKEND_RECONNECT_MAX_S,
         )
 
     @field_validator("passphrases")

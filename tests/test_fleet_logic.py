@@ -161,6 +161,31 @@ async def test_operator_start_pins_and_explicit_stop_unpins() -> None:
     assert merged == [{"streaming": True}, {"streaming": False}]
 
 
+async def test_a_device_that_runs_always_on_is_not_stopped_on_demand() -> None:
+    """``flumph up --demo`` runs its agent with --always-on: no desired says otherwise, so the
+    device's own setting holds; a desired always_on=false overrides it."""
+    shadow = Shadow()
+    merged: list[dict[str, object]] = []
+    own = {"demo": True}
+
+    def merge(device: str, patch: dict[str, object]) -> None:
+        merged.append(patch)
+        shadow.merge(device, patch)
+
+    od = OnDemand(linger_s=0.1, merge=merge, current=shadow.current, own_always_on=own.__getitem__)
+    od.activate()
+    od.viewers("demo", 1)
+    assert merged == [{"streaming": True}]
+    od.viewers("demo", 0)
+    await asyncio.sleep(0.25)
+    assert merged == [{"streaming": True}]  # kept on: the device runs always_on
+    own["demo"] = False  # it reports otherwise now
+    od.device_changed("demo")
+    await asyncio.sleep(0.25)
+    assert merged == [{"streaming": True}, {"streaming": False}]
+    assert should_linger(0, doc(2, streaming=True, always_on=False), False, own_always_on=True)
+
+
 # --- presence, sync, sniffing ---------------------------------------------------------------
 
 
