@@ -18,6 +18,7 @@ from flumph.serviceapp import service_app
 
 from .access import Access
 from .api import EventFeed, add_api_routes
+from .apidocs import guard_api_docs
 from .fleet import Fleet, FleetOptions
 from .pages import add_page_routes
 from .usage_api import add_usage_routes
@@ -196,6 +197,7 @@ class DashboardService:
         add_api_routes(app, self.fleet, self.feed, self.access)
         add_usage_routes(app, self.fleet, self.usage, self.access)
         add_page_routes(app, self.access, ingest_ws_url=self.cfg.ingest_ws_url)
+        guard_api_docs(app, self.access)
 
     def app(self) -> FastAPI:
         return service_app("Flumph dashboard", self)

@@ -45,3 +45,27 @@ def test_av1_plays_in_chromium_via_mse(shared_ingest: Ingest) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_h265_view_page_names_the_mime_once_with_a_hint(shared_ingest: Ingest) -> None:
+    """Headless Chromium has no H.265 decoder: the bare page says so once, and what to do."""
+    proc = ffmpeg_publish(
+        shared_ingest.srt_url("browser265"), codec="hevc", container="matroska",
+        size="320x240", fps=15, seconds=20,
+    )  # fmt: skip
+    try:
+        shared_ingest.wait_stream("browser265")
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"{shared_ingest.http}/view/browser265")
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent.includes('unsupported')",
+                timeout=30_000,
+            )
+            text = page.inner_text("#status")
+            page.screenshot(path=str(ARTIFACTS / "ingest-view-h265.png"))
+        assert text.count('codecs="') == 1 and "hvc1" in text, text
+        assert "cannot play H.265" in text and "switch the camera to AV1" in text, text
+    finally:
+        proc.kill()
+        proc.communicate()

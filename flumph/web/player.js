@@ -53,6 +53,17 @@ export function codecLabel(mime) {
   return tag;
 }
 
+// What to do about a codec this browser refuses (measured: Chromium has no software H.265).
+export function unsupportedHint(codec) {
+  if (codec === "H.265") {
+    return "Chromium and Firefox decode H.265 only with a hardware decoder, and this machine "
+      + "has none; switch the camera to AV1 (codec = av1), or watch in Safari or Edge with "
+      + "hardware decoding.";
+  }
+  return "This browser's Media Source Extensions refuse this codec; AV1 and H.264 play "
+    + "almost everywhere.";
+}
+
 export function canPlay(mime) {
   return Boolean(window.MediaSource && MediaSource.isTypeSupported(mime));
 }
