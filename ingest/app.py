@@ -19,6 +19,7 @@ from flumph import auth
 
 from . import relay_protocol as rp
 from .hub import Hub, HubError, Stream, Viewer
+from .still import send_still
 
 log = logging.getLogger("flumph.ingest.api")
 
@@ -170,6 +171,9 @@ def add_relay_routes(
                 raise ValueError(
                     f"subscribe names stream {sub.stream_id!r} but the URL names {stream_id!r}"
                 )
+            if sub.still:
+                await send_still(ws, hub, stream_id)
+                return
             stream, view = hub.add_viewer(stream_id, wait=sub.wait)
         except WebSocketDisconnect:
             return

@@ -30,6 +30,8 @@ class Subscribe:
     # Flumph extension: wait for a device that is not streaming yet (on-demand start) instead
     # of the seed's "stream not found".
     wait: bool = False
+    # Flumph extension: the newest keyframe only, then a close (see still.py); not a viewer.
+    still: bool = False
 
 
 def _object(text: str) -> dict[str, object]:
@@ -75,7 +77,12 @@ def parse_subscribe(text: str) -> Subscribe:
         raise ValueError(f"malformed message: wait must be true or false (got {wait!r})")
     if wait and not DEVICE_ID_RE.fullmatch(sid):
         raise ValueError(f"wait is only for device ids ([a-z0-9][a-z0-9-]{{0,63}}), not {sid!r}")
-    return Subscribe(sid, wait)
+    still = doc.get("still", False)
+    if not isinstance(still, bool):
+        raise ValueError(f"malformed message: still must be true or false (got {still!r})")
+    if still and wait:
+        raise ValueError("give wait or still, not both: a still never waits for a stream")
+    return Subscribe(sid, wait, still)
 
 
 def registered(stream_id: str) -> str:
