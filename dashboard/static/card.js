@@ -1,8 +1,10 @@
-// One device card: presence, streaming state, video and link figures, data used, the last
-// snapshot, controls, the settings form with pending -> applied -> error, and a live tile.
+// One device card: presence, streaming state, video and link figures, data used, its picture
+// (stage.js: snapshot, live still or last frame; the live tile), controls, and the settings form
+// with pending -> applied -> error.
 
 import { post } from "./api.js";
 import { ago, bytes, codecName, codecOfEncoder, num } from "./format.js";
+import { Stage } from "./stage.js";
 import { Tile } from "./tile.js";
 import {
   BUDGET_DEFAULTS, UsagePanel, addBudgetFields, fillBudgetFields, readBudgetFields,
@@ -44,6 +46,17 @@ function fact(list, label, className) {
   return dd;
 }
 
+// Measured figures, or "measuring" while a (re)started stream has none yet (never the previous
+// session's, never a rate over a few milliseconds: see the dashboard's _live_figures).
+function rateText(view) {
+  const v = view.video || {};
+  const target = `${num(v.target_fps)} fps · ${num(v.target_bitrate_kbps)} kbit/s`;
+  if (!view.streaming) return `target ${target}`;
+  if (v.fps === null || v.fps === undefined) return `measuring… (target ${target})`;
+  return `${num(v.fps, 1)} / ${num(v.target_fps)} fps · ${num(v.bitrate_kbps)} / `
+    + `${num(v.target_bitrate_kbps)} kbit/s`;
+}
+
 export class Card {
   constructor(view) {
     this.id = view.id;
@@ -51,7 +64,6 @@ export class Card {
     this.receivedAt = performance.now();
     this.tile = null;
     this.formBase = null;
-    this.snapshotAt = undefined;
     this._build();
     this.update(view);
   }
@@ -66,13 +78,7 @@ export class Card {
     this.streaming = el("span", "badge streaming");
     head.append(this.dot, name, this.presence, this.streaming);
 
-    this.media = el("div", "media");
-    this.thumb = el("img", "thumb");
-    this.thumb.alt = `last snapshot of ${this.id}`;
-    this.thumb.hidden = true;
-    this.noThumb = el("div", "no-thumb", "no snapshot yet");
-    this.thumbAge = el("span", "thumb-age");
-    this.media.append(this.thumb, this.noThumb, this.thumbAge);
+    this.stage = new Stage(this.id);
 
     const facts = el("dl", "facts");
     this.fVideo = fact(facts, "video", "f-video");
@@ -96,7 +102,7 @@ export class Card {
     this.form = this._buildForm();
     this.form.hidden = true;
     this.usage = new UsagePanel(this.id, { say: (text, kind) => this.say(text, kind) });
-    root.append(head, this.media, facts, this.usage.root, this.sync, actions, this.result,
+    root.append(head, this.stage.root, facts, this.usage.root, this.sync, actions, this.result,
       this.form);
     this.root = root;
   }
@@ -157,10 +163,7 @@ export class Card {
     const codec = codecOfEncoder(v.encoder) || v.codec;
     const size = v.width ? ` · ${v.width}×${v.height}` : "";
     this.fVideo.textContent = `${codecName(codec)}${v.encoder ? ` (${v.encoder})` : ""}${size}`;
-    this.fRate.textContent = view.streaming
-      ? `${num(v.fps, 1)} / ${num(v.target_fps)} fps · ${num(v.bitrate_kbps)} / `
-        + `${num(v.target_bitrate_kbps)} kbit/s`
-      : `target ${num(v.target_fps)} fps · ${num(v.target_bitrate_kbps)} kbit/s`;
+    this.fRate.textContent = rateText(view);
     const srt = view.srt;
     this.fLink.textContent = srt && view.streaming
       ? `RTT ${num(srt.rtt_ms, 1)} ms · loss ${num(srt.loss_pct, 2)} %`
@@ -168,7 +171,7 @@ export class Card {
       : "—";
     renderUsageFact(this.fUsage, view);
     this.usage.update(view);
-    this._renderSnapshot(view.snapshot);
+    this.stage.setView(view);
     this._renderSync(view);
     this._renderButtons(view);
     this.tick();
@@ -185,24 +188,9 @@ export class Card {
       text += left > 0 ? ` · stops in ${Math.ceil(left)} s` : " · stopping";
     }
     this.fViewers.textContent = text;
-    if (view.snapshot) this.thumbAge.textContent = ago(view.snapshot.at);
+    this.stage.tick();
     this.usage.tick();
     this.presence.title = `last seen ${ago(view.last_seen)}`;
-  }
-
-  _renderSnapshot(s) {
-    const at = s ? s.at : null;
-    if (at === this.snapshotAt) return;
-    this.snapshotAt = at;
-    if (!s) {
-      this.thumb.hidden = true;
-      this.noThumb.hidden = false;
-      this.thumbAge.textContent = "";
-      return;
-    }
-    this.thumb.src = `${s.url}?at=${encodeURIComponent(at)}`;
-    this.thumb.hidden = false;
-    this.noThumb.hidden = true;
   }
 
   _renderSync(view) {
@@ -282,7 +270,7 @@ export class Card {
         return post(`/api/devices/${this.id}/set`, { codec: "av1" });
       },
     });
-    this.media.append(this.tile.root);
+    this.stage.attach(this.tile);
     this.root.classList.add("watching");
     this.watchButton.textContent = "Close";
     this.tile.open();
@@ -290,7 +278,7 @@ export class Card {
 
   closeTile() {
     if (!this.tile) return;
-    this.tile.close();
+    this.stage.detach(this.tile);
     this.tile = null;
     this.root.classList.remove("watching");
     this.watchButton.textContent = "Watch";

@@ -1,11 +1,13 @@
 // A live player tile inside a device card: the shared FlumphPlayer plus what the operator needs
 // to see: state, latency, stalls, and a way out when the browser cannot decode the codec.
+// ``root`` (the video) goes where the card's picture is; ``bar`` (the readouts) goes in the
+// caption below it, never over the picture (see stage.js).
 //
 // Opening a tile subscribes with "wait": true, so the ingest counts it as a viewer and an idle
 // camera starts on demand; closing it ends the subscription, and the backend stops the camera
 // after its linger when nobody else watches.
 
-import { FlumphPlayer } from "./player.js";
+import { FlumphPlayer, unsupportedHint } from "./player.js";
 import { viewerUrl } from "./api.js";
 
 const STATE_TEXT = {
@@ -45,10 +47,8 @@ export class Tile {
     this.stall = el("span", "t-stall");
     this.stall.title = "stalls since the tile opened";
     this.info = el("span", "t-info");
-    const top = el("div", "t-top");
-    top.append(this.state, this.stall, this.latency);
-    const bottom = el("div", "t-bottom");
-    bottom.append(this.info);
+    this.bar = el("span", "t-bar");
+    this.bar.append(this.state, this.stall, this.latency, this.info);
     this.unsupported = el("div", "unsupported");
     this.unsupported.hidden = true;
     this.unsupportedText = el("p");
@@ -57,7 +57,7 @@ export class Tile {
     this.switchNote = el("p", "switch-note");
     this.switchButton.addEventListener("click", () => this._switch());
     this.unsupported.append(this.unsupportedText, this.switchButton, this.switchNote);
-    this.root.append(this.video, top, bottom, this.unsupported);
+    this.root.append(this.video, this.unsupported);
     this.player = new FlumphPlayer(this.video, {
       wsUrl: () => viewerUrl(deviceId),
       streamId: deviceId,
@@ -78,6 +78,7 @@ export class Tile {
     clearInterval(this.timer);
     this.player.stop();
     this.root.remove();
+    this.bar.remove();
   }
 
   update() {
@@ -87,7 +88,9 @@ export class Tile {
     if (s.error && ["error", "waiting", "unavailable"].includes(s.state)) text = s.error;
     this.state.textContent = text;
     this.root.dataset.state = s.state;
+    this.bar.dataset.state = s.state;
     this.root.classList.toggle("is-stalled", s.stalled);
+    this.bar.classList.toggle("is-stalled", s.stalled);
     this.stall.textContent = s.stalled ? `stalled (${s.stalls})` : s.stalls ? `${s.stalls} stall${s.stalls === 1 ? "" : "s"}` : "";
     this.latency.textContent = s.latencyMs !== null && s.state !== "unsupported"
       ? `delay ${Math.max(0, Math.round(s.latencyMs))} ms` : "";
@@ -99,9 +102,7 @@ export class Tile {
 
   _showUnsupported(mime, codec) {
     this.unsupportedText.textContent = `This browser cannot play ${codec} (${mime}). `
-      + (codec === "H.265"
-        ? "Chromium decodes H.265 only with a hardware decoder, and there is none here."
-        : "Its Media Source Extensions refuse this codec.");
+      + unsupportedHint(codec);
     this.switchButton.hidden = false;
     this.switchButton.disabled = false;
     this.switchNote.textContent = "";
