@@ -442,7 +442,8 @@ def test_login_page_then_grid_and_video_through_the_other_origin(guarded: Guarde
             " === 'snapshot: done'",
             timeout=30_000,
         )
-        page.wait_for_selector(f"{card('cam1')} img.thumb:visible", timeout=10_000)
+        # The snapshot is the card's picture (shown in place of the live tile once it closes).
+        page.wait_for_selector(f"{card('cam1')} .stage[data-picture=snapshot]", timeout=10_000)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-logged-in.png"))
         page.click("#logout button")

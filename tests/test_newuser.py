@@ -60,6 +60,11 @@ def test_readme_run_command_brings_up_a_streaming_demo(tmp_path: Path) -> None:
         while not url and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert url, "no URL printed:\n" + "\n".join(lines[-40:])
+        # Never silent while it installs: it says what it is doing before the URL.
+        before = lines[: next(i for i, line in enumerate(lines) if "Flumph is up" in line)]
+        said = [line for line in before if line.startswith(("run-demo: ", "bootstrap: "))]
+        assert said[0].startswith("run-demo: checking"), before
+        assert any(line.startswith("run-demo: starting flumph up --demo") for line in said), said
         assert url[0] == f"http://127.0.0.1:{ports['--dashboard-port']}/"
         ingest = f"http://127.0.0.1:{ports['--port']}"
         assert httpx.get(f"{ingest}/health", timeout=5).json()["status"] == "ok"
