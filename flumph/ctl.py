@@ -54,6 +54,7 @@ from flumph.control import (
     validate_patch,
 )
 from flumph.mqtt import MqttSettings, make_client
+from flumph.mqttwatch import failure_reason
 
 ENV_PREFIX = "FLUMPH_CTL_"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -244,14 +245,16 @@ class Session:
         try:
             self.client.connect(s.host, s.port, keepalive=s.keepalive_s)
         except OSError as e:
-            raise CtlError(f"cannot reach MQTT broker {s.url}: {e}") from None
+            why = failure_reason(e, s.host, s.port)
+            raise CtlError(f"cannot reach MQTT broker {s.url}: {why}; check --mqtt") from None
         self.client.loop_start()
         deadline = time.monotonic() + self.cfg.timeout_s
         while not self._connected.wait(0.05):
             if self._refused is not None:
-                raise CtlError(f"MQTT broker {s.url} refused the connection: {self._refused}")
+                why = f"{self._refused}; check --username and --password"
+                raise CtlError(f"MQTT broker {s.url} refused the connection: {why}")
             if time.monotonic() > deadline:
-                raise CtlError(f"no answer from MQTT broker {s.url} in {self.cfg.timeout_s} s")
+                raise CtlError(f"no answer from {s.url} in {self.cfg.timeout_s} s; check --mqtt")
 
     def subscribe(self, filters: list[str]) -> None:
         self._filters += filters

@@ -186,3 +186,13 @@ def test_an_unreachable_broker_is_logged_with_its_reason_and_shown_in_health(
     out = log_path.read_text()
     assert proc.returncode == 0, out
     assert "Traceback" not in out
+
+
+def test_ctl_with_an_unreachable_broker_is_exit_1_and_names_the_flag() -> None:
+    dead = free_port()
+    r = flumph("ctl", "--mqtt", f"mqtt://127.0.0.1:{dead}", "devices")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [
+        f"flumph ctl: cannot reach MQTT broker mqtt://127.0.0.1:{dead}: connection refused by "
+        f"127.0.0.1:{dead} (no broker listening there?); check --mqtt"
+    ], r.stderr
