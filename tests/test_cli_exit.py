@@ -5,6 +5,7 @@ shown in /api/health. Real processes on loopback ports."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -196,3 +197,27 @@ def test_ctl_with_an_unreachable_broker_is_exit_1_and_names_the_flag() -> None:
         f"flumph ctl: cannot reach MQTT broker mqtt://127.0.0.1:{dead}: connection refused by "
         f"127.0.0.1:{dead} (no broker listening there?); check --mqtt"
     ], r.stderr
+
+
+def test_the_agent_says_why_it_cannot_reach_its_broker(tmp_path: Path) -> None:
+    dead = free_port()
+    log_path = tmp_path / "agent.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flumph", "agent", "--device-id", "cam-x", "--log-json",
+             "--mqtt", f"mqtt://127.0.0.1:{dead}", "--state-dir", str(tmp_path / "state")],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=clean_env(),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "cannot reach the MQTT broker" not in log_path.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    said = [d for d in lines if "cannot reach the MQTT broker" in d["msg"]]
+    assert f"connection refused by 127.0.0.1:{dead}" in said[0]["msg"], said
+    assert said[0]["level"] == "warning" and said[0]["msg"].endswith("check --mqtt)"), said
+    assert proc.returncode == 0
