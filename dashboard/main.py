@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the ingest's WebSocket base for the browser, e.g. ws://{host}:8080 "
         "(default: the page's own origin)",
     )  # fmt: skip
-    p.add_argument("--state-dir", help="usage history (default $XDG_STATE_HOME/flumph/dashboard)")
+    p.add_argument("--state-dir", help="usage history (default: $XDG_STATE_HOME/flumph/dashboard)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return p
