@@ -1,6 +1,10 @@
-"""An AV1 stream from ffmpeg over SRT plays in headless Chromium through MSE."""
+"""ffmpeg streams over SRT into the ingest's bare /view page in headless Chromium: AV1 plays
+through MSE; H.265 (no decoder here) is named once, with what to do."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -11,13 +15,23 @@ from tests.peers import ffmpeg_publish
 pytestmark = pytest.mark.browser
 
 
-def test_av1_plays_in_chromium_via_mse(shared_ingest: Ingest) -> None:
+@contextmanager
+def publishing(ingest: Ingest, stream_id: str, codec: str) -> Iterator[None]:
+    """ffmpeg publishing 20 s of 320x240 at 15 fps in Matroska, running once the ingest has it."""
     proc = ffmpeg_publish(
-        shared_ingest.srt_url("browser1"), codec="av1", container="matroska",
+        ingest.srt_url(stream_id), codec=codec, container="matroska",
         size="320x240", fps=15, seconds=20,
     )  # fmt: skip
     try:
-        shared_ingest.wait_stream("browser1")
+        ingest.wait_stream(stream_id)
+        yield
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_av1_plays_in_chromium_via_mse(shared_ingest: Ingest) -> None:
+    with publishing(shared_ingest, "browser1", "av1"):
         with chromium() as browser:
             page = browser.new_page()
             page.goto(f"{shared_ingest.http}/view/browser1")
@@ -42,19 +56,11 @@ def test_av1_plays_in_chromium_via_mse(shared_ingest: Ingest) -> None:
         assert stats["state"] in {"playing", "subscribed", "stalled"}
         # Held near the live edge (a second of slack for a loaded machine).
         assert stats["lagS"] is not None and stats["lagS"] < 1.5, stats
-    finally:
-        proc.kill()
-        proc.communicate()
 
 
 def test_h265_view_page_names_the_mime_once_with_a_hint(shared_ingest: Ingest) -> None:
     """Headless Chromium has no H.265 decoder: the bare page says so once, and what to do."""
-    proc = ffmpeg_publish(
-        shared_ingest.srt_url("browser265"), codec="hevc", container="matroska",
-        size="320x240", fps=15, seconds=20,
-    )  # fmt: skip
-    try:
-        shared_ingest.wait_stream("browser265")
+    with publishing(shared_ingest, "browser265", "hevc"):
         with chromium() as browser:
             page = browser.new_page()
             page.goto(f"{shared_ingest.http}/view/browser265")
@@ -66,6 +72,3 @@ def test_h265_view_page_names_the_mime_once_with_a_hint(shared_ingest: Ingest) -
             page.screenshot(path=str(ARTIFACTS / "ingest-view-h265.png"))
         assert text.count('codecs="') == 1 and "hvc1" in text, text
         assert "cannot play H.265" in text and "switch the camera to AV1" in text, text
-    finally:
-        proc.kill()
-        proc.communicate()
