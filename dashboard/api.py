@@ -93,7 +93,8 @@ def device_view(
         "last_seen": dev.last_seen,
         "streaming": streaming,
         "video": {
-            "codec": settings.get("codec"),
+            # Forwarding (codec copy): the codec is the source's.
+            "codec": rep.source.codec if rep and rep.source else settings.get("codec"),
             "encoder": (rep.encoder if rep else None) or (tel.encoder if tel else None),
             "width": (live.width if live else None) or settings.get("width"),
             "height": (live.height if live else None) or settings.get("height"),
@@ -113,6 +114,8 @@ def device_view(
         "applied_v": rep.applied_v if rep is not None else None,
         "sync": sync_state(desired, rep),
         "error": rep.error if rep is not None else None,
+        "notice": rep.notice if rep is not None else None,
+        "state": rep.state if rep is not None else None,  # idle | streaming | restarting
         "last_set_error": dev.last_set_error,
         "ondemand": {
             "viewers": demand.viewers if demand else None,

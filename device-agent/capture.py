@@ -87,6 +87,11 @@ class Capture:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once the capture thread ended (the source failed or ended)."""
+        return self._thread.is_alive()
+
     def set_format(self, width: int, height: int, fps: int) -> None:
         """Change size and rate; the capture thread applies it before its next frame."""
         self._pending_format = (width, height, fps)

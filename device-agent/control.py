@@ -68,6 +68,7 @@ from flumph.control import (
     LinkStats,
     Message,
     Reported,
+    SourceReport,
     Status,
     Telemetry,
     Topics,
@@ -111,6 +112,11 @@ def salvage_command_id(payload: bytes) -> str:
 def compact(message: Message) -> bytes:
     """JSON without the null fields: telemetry goes out every 5 s on a metered link."""
     return message.model_dump_json(exclude_none=True).encode()
+
+
+def _measured(source: dict[str, Any]) -> bool:
+    """A forwarded source's report has its measured rates (10 s of packets, two keyframes)."""
+    return all(source.get(k) is not None for k in ("fps", "bitrate_kbps", "keyint_s"))
 
 
 def _grown(now: int, before: int) -> int:
@@ -161,6 +167,9 @@ class AgentControl:
         self._reported_lock = threading.Lock()
         self._cond = threading.Condition()
         self._desired: bytes | None = None
+        self._fault: tuple[str | None] | None = None  # news from the pipeline's watchdog
+        self._fault_reported: str | None = None  # the watchdog's error now on reported.error
+        self._source_measured = True  # reported.source carries the measured rates (or no source)
         self._commands: deque[tuple[str, bytes, bool]] = deque()
         self._telemetry_due = 0.0
         self._stopping = False
@@ -180,6 +189,7 @@ class AgentControl:
         watch_connection(
             self._client, url=mqtt.url, host=mqtt.host, port=mqtt.port, log=log, flag="--mqtt"
         )
+        pipeline.on_fault = self._on_pipeline_fault
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -288,7 +298,12 @@ class AgentControl:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and self._desired is None and not self._commands:
+                while (
+                    not self._stopping
+                    and self._desired is None
+                    and not self._commands
+                    and self._fault is None
+                ):
                     wait = self._telemetry_due - time.monotonic()
                     if wait <= 0:
                         break
@@ -297,7 +312,10 @@ class AgentControl:
                     return
                 desired, self._desired = self._desired, None
                 command = self._commands.popleft() if self._commands else None
+                fault, self._fault = self._fault, None
             try:
+                if fault is not None:
+                    self._report_fault(fault[0])
                 if desired is not None:
                     self._handle_desired(desired)
                 if command is not None:
@@ -306,6 +324,19 @@ class AgentControl:
                     self._send_telemetry()
             except Exception:  # the control plane must outlive any one bad step
                 log.exception("control step failed")
+
+    def _on_pipeline_fault(self, fault: str | None) -> None:
+        """The watchdog's thread: a worker died (the text), or frames flow again (None)."""
+        with self._cond:
+            self._fault = (fault,)
+            self._cond.notify_all()
+
+    def _report_fault(self, fault: str | None) -> None:
+        if fault is None and self.error is not None and self.error != self._fault_reported:
+            return  # recovered, but reported.error holds another problem: leave it
+        self._fault_reported = fault
+        self._report(error=fault)
+        self._streaming_changed()
 
     def _handle_desired(self, payload: bytes) -> None:
         if not payload:
@@ -338,7 +369,8 @@ class AgentControl:
             return
         self.applied_v = desired.v
         log.info("applied desired v%d (%s)", desired.v, ", ".join(changed) or "no change")
-        self._report(error=None)
+        self._fault_reported = self.pipeline.fault
+        self._report(error=self.pipeline.fault)  # a restart under way is still the device's error
         if self.pipeline.streaming != was_streaming:
             self._streaming_changed()
 
@@ -417,16 +449,17 @@ class AgentControl:
 
     def _store_reported(self) -> bytes:
         p = self.pipeline
-        reason = None
-        if p.encoder_name is not None:
-            tried = "; ".join(f"{a.encoder}: {a.result}" for a in p.attempts)
-            reason = f"chose {p.encoder_name} for codec={p.settings.codec} ({tried})"
+        source = p.copy.report(time.monotonic()) if p.copy is not None else None
+        self._source_measured = source is None or _measured(source)
         reported = Reported(
             applied_v=self.applied_v,
             settings=p.settings.model_dump(),
             encoder=p.encoder_name,
-            encoder_reason=reason,
+            encoder_reason=p.encoder_reason,
             streaming=p.streaming,
+            state=p.state,
+            source=SourceReport.model_validate(source) if source is not None else None,
+            notice=p.notice,
             error=self.error,
         ).payload()
         with self._reported_lock:
@@ -500,13 +533,16 @@ class AgentControl:
             link = LinkStats(
                 rtt_ms=s["srt_rtt_ms"], loss_pct=loss_pct, retransmits=s["srt_retransmitted"]
             )
+        width, height = settings.width, settings.height
+        if "source" in s:  # forwarding: the size is the source's
+            width, height = s["source"]["width"], s["source"]["height"]
         return Telemetry(
             streaming=True,
             fps=fps,
             bitrate_kbps=s["bitrate_kbps"],
             encoder=s["encoder"],
-            width=settings.width,
-            height=settings.height,
+            width=width,
+            height=height,
             frames_dropped=dropped,
             srt=link,
             usage=usage,
@@ -526,3 +562,10 @@ class AgentControl:
             self._telemetry_due = time.monotonic() + interval
         topic = self.topics.telemetry(self.device_id)
         self._client.publish(topic, compact(message), qos=0)
+        copy = self.pipeline.copy
+        if (
+            not self._source_measured
+            and copy is not None
+            and _measured(copy.report(time.monotonic()))
+        ):
+            self._report(error=self.error)  # once per session: the source's measured rates

@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--source", help=f"synthetic | 0 | /dev/video0 | av:FORMAT:URL | file | URL ({d('source')})"
     )
-    p.add_argument("--codec", help=f"auto | av1 | hevc | h264 ({d('codec')})")
+    p.add_argument("--codec", help=f"auto | av1 | hevc | h264 | copy ({d('codec')})")
     p.add_argument("--bitrate-kbps", type=int, help=d("bitrate_kbps"))
     p.add_argument("--width", type=int, help=d("width"))
     p.add_argument("--height", type=int, help=d("height"))

@@ -2,7 +2,9 @@
 
 Threads: "agent-capture" (the source, paced), "agent-encode" (encoder, Matroska writer and the
 SRT send, so a frame leaves the moment it is encoded), "srt-connector" (connection, backoff,
-statistics).
+statistics), "agent-watchdog" (restarts the rest when a thread dies: see watchdog.py). A source
+that is already encoded is forwarded instead (``codec = "copy"``, or ``"auto"`` when nothing asks
+for another size or rate): thread "agent-copy" of passthrough.py replaces capture and encode.
 ``apply`` may be called from any thread (the MQTT client's, later): it opens a new encoder there, so
 a setting no encoder accepts is refused before anything changes, and hands it to the encode thread.
 """
@@ -21,10 +23,15 @@ from typing import Any
 import av
 
 from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
+from flumph.agent.codedsource import plan
+from flumph.agent.copydecision import SourceInfo
+from flumph.agent.copymode import CopyMode
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
+from flumph.agent.passthrough import CopyWorker
 from flumph.agent.sources import FrameSource, SourceError, open_source
 from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
 from flumph.agent.usage import UsageStore
+from flumph.agent.watchdog import Watchdog
 from flumph.media.matroska_writer import LiveMatroskaWriter, TrackInfo
 from flumph.settings import StreamSettings
 
@@ -68,7 +75,7 @@ class PipelineStats:
 SourceFactory = Callable[[StreamSettings], FrameSource]
 
 
-class Pipeline:
+class Pipeline(CopyMode):
     def __init__(
         self,
         *,
@@ -98,6 +105,14 @@ class Pipeline:
         self.encoder_name: str | None = None
         self.error: str | None = None
         self._epoch = time.monotonic()
+        # Pass-through (passthrough.py) and the watchdog (watchdog.py):
+        self.copy: CopyWorker | None = None  # while forwarding a coded source
+        self.source_info: SourceInfo | None = None  # the coded source, once probed
+        self.mode_reason: str | None = None  # why forward or transcode a coded source
+        self.notice: str | None = None  # what the last apply could not do (in copy)
+        self.on_fault: Callable[[str | None], None] | None = None  # watchdog news, any thread
+        self._watchdog: Watchdog | None = None
+        self._workers_up = False
         # Set while streaming:
         self._capture: Capture | None = None
         self.publisher: SrtPublisher | None = None
@@ -135,6 +150,8 @@ class Pipeline:
             host, port = (
                 parse_ingest_url(ingest) if ingest is not None else (self._host, self._port)
             )
+            if self._apply_copy_mode(old, settings, host, port):
+                return
             if not self._running:
                 previous = self.settings, self._host, self._port
                 self.settings, self._host, self._port = settings, host, port
@@ -165,6 +182,8 @@ class Pipeline:
             self.publisher.set_destination(self._destination())
 
     def request_keyframe(self) -> None:
+        """Ask the encoder for a keyframe; ValueError when forwarding (the source decides)."""
+        self._refuse_keyframe_if_forwarding()
         self._keyframe_requested.set()
 
     def snapshot_frame(self, warmup_frames: int = 3) -> av.VideoFrame:
@@ -175,6 +194,9 @@ class Pipeline:
         come before its exposure settles. Raises SourceError when the source gives nothing.
         """
         with self._apply_lock:
+            coded = self._coded_snapshot()
+            if coded is not None:
+                return coded
             if self._running:
                 # The camera is the capture thread's: wait for its first frame, never reopen it.
                 deadline = time.monotonic() + 3.0
@@ -198,6 +220,7 @@ class Pipeline:
 
     @property
     def streaming(self) -> bool:
+        """Streaming is on (frames flow, or the watchdog is restarting what died)."""
         return self._running
 
     def _destination(self) -> Destination:
@@ -215,8 +238,28 @@ class Pipeline:
             return self._source_spec(s)
         return open_source(self._source_spec, s.width, s.height, s.fps)
 
+    def _new_publisher(self) -> SrtPublisher:
+        return SrtPublisher(
+            self._destination(),
+            usage=self.usage,
+            frames_per_burst=self.settings.frames_per_burst,
+            backoff_base_s=self._backoff[0],
+            backoff_cap_s=self._backoff[1],
+        )
+
     def _start_streaming(self) -> None:
         if self._running:
+            return
+        self._start_workers()
+        self._watchdog = self._new_watchdog()
+        self._watchdog.start()
+        self._running = True
+
+    def _start_workers(self) -> None:
+        chosen = plan(self.settings, self._source_spec, self.source_info)
+        self.mode_reason, self.source_info = chosen.reason, chosen.info or self.source_info
+        if chosen.source is not None:
+            self._start_forwarding(chosen.source)
             return
         choice = self.selector.open(self.settings)
         self._remember_choice(choice)
@@ -227,13 +270,7 @@ class Pipeline:
             raise
         self._slot = LatestSlot()
         self._capture = Capture(source, self.settings.fps, self._slot)
-        self.publisher = SrtPublisher(
-            self._destination(),
-            usage=self.usage,
-            frames_per_burst=self.settings.frames_per_burst,
-            backoff_base_s=self._backoff[0],
-            backoff_cap_s=self._backoff[1],
-        )
+        self.publisher = self._new_publisher()
         self._stop_encode.clear()
         self._encode_thread = threading.Thread(
             target=self._encode_loop, args=(choice.encoder,), name="agent-encode", daemon=True
@@ -241,25 +278,41 @@ class Pipeline:
         self.publisher.start()
         self._encode_thread.start()
         self._capture.start()
-        self._running = True
+        self._workers_up = True
         log.info("streaming %s as %s with %s", source.name, self.device_id, choice.encoder.name)
 
     def _stop_streaming(self) -> None:
         if not self._running:
             return
         self._running = False
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        self._stop_workers()
+        log.info("streaming stopped")
+
+    def _stop_workers(self) -> None:
+        if not self._workers_up:
+            return
+        self._workers_up = False
         self.latest_capture = None
+        drain_s = 1.0 + self.settings.srt_latency_ms / 1000
+        if self.copy is not None:
+            self.copy.stop()
+            self.copy = None
+            assert self.publisher is not None
+            self.publisher.stop(drain_timeout_s=drain_s)
+            return
         assert self._capture and self._encode_thread and self.publisher
         self._capture.stop()
         self._stop_encode.set()
         self._slot.close()
         self._encode_thread.join(10.0)
-        self.publisher.stop(drain_timeout_s=1.0 + self.settings.srt_latency_ms / 1000)
+        self.publisher.stop(drain_timeout_s=drain_s)
         with self._swap_lock:
             stale, self._pending_encoder = self._pending_encoder, None
         if stale is not None:
             stale.close()
-        log.info("streaming stopped")
 
     # --- the encode thread --------------------------------------------------------------------
 
@@ -378,6 +431,9 @@ class Pipeline:
                 srt_bursts_sent=t.bursts_sent,
                 srt_last_error=t.last_error,
             )
+        doc["state"] = self.state
+        if self.copy is not None:
+            doc.update(self.copy.status(now))
         return doc
 
 

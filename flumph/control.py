@@ -266,12 +266,29 @@ def merge_desired(current: Desired | None, patch: dict[str, Any]) -> Desired:
     return Desired.model_validate({**base, **patch, "v": version})
 
 
+class SourceReport(Message):
+    """A coded source being forwarded (``codec = "copy"``): what it sends, measured over 10 s.
+    These are the values the encoder settings would otherwise set."""
+
+    name: str  # the source spec, password redacted
+    codec: str
+    width: int
+    height: int
+    fps: float | None = None
+    bitrate_kbps: float | None = None
+    keyint_s: float | None = None
+
+
 class Reported(Message):
     applied_v: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
-    encoder: str | None = None
+    encoder: str | None = None  # an encoder's name, or "copy" when the source is forwarded
     encoder_reason: str | None = None
     streaming: bool = False
+    # idle | streaming | restarting (a pipeline thread died or the source dropped; see error)
+    state: Literal["idle", "streaming", "restarting"] | None = None
+    source: SourceReport | None = None
+    notice: str | None = None  # what the last applied desired could not do (e.g. bitrate in copy)
     error: str | None = None
     budget: Budget | None = None
     ts: float = Field(default_factory=now)

@@ -168,9 +168,10 @@ def _describe(kind: str, payload: bytes) -> str:
         return f"v{d.v} {json.dumps(d.settings_patch(), sort_keys=True)}"
     if kind == "reported":
         r = decode(Reported, payload)
-        state = "streaming" if r.streaming else "idle"
+        state = r.state or ("streaming" if r.streaming else "idle")
         err = f" error={r.error}" if r.error else ""
-        return f"applied v{r.applied_v} {state} encoder={r.encoder}{err}"
+        notice = f" notice={r.notice}" if r.notice else ""
+        return f"applied v{r.applied_v} {state} encoder={r.encoder}{err}{notice}"
     if kind == "ack":
         a = decode(Ack, payload)
         return f"{a.id} ok" if a.ok else f"{a.id} FAILED: {a.error}"

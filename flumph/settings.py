@@ -13,7 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from flumph.config import StrictModel
 
-Codec = Literal["auto", "av1", "hevc", "h264"]
+Codec = Literal["auto", "av1", "hevc", "h264", "copy"]
 
 # Keyframe interval default. Why 4 s: on a metered link a keyframe costs 5-10x a predicted frame,
 # so a short GOP is paid for all the time; a viewer who joins late is served the frames since the
@@ -30,7 +30,11 @@ class StreamSettings(StrictModel):
     codec: Codec = Field(
         default="auto",
         title="Codec",
-        description="auto = hardware H.265 if the device has one, else software AV1 (SVT-AV1)",
+        description=(
+            "auto = forward an already encoded source (RTSP camera, file) when no setting asks "
+            "for another size or rate, else hardware H.265 if the device has one, else software "
+            "AV1 (SVT-AV1); copy = always forward the source's own H.264/H.265/AV1"
+        ),
     )
     bitrate_kbps: int = Field(default=250, ge=20, le=20000, title="Target bitrate (kbit/s)")
     width: int = Field(default=640, ge=64, le=3840, title="Width (pixels, even)")

@@ -47,7 +47,7 @@ def test_stream_settings_defaults() -> None:
         ({"srt_latency_ms": 10}, "srt_latency_ms", "greater than or equal to 20"),
         ({"frames_per_burst": 5}, "frames_per_burst", "less than or equal to 4"),
         ({"keyint_s": 0.1}, "keyint_s", "greater than or equal to 0.5"),
-        ({"codec": "vp9"}, "codec", "'auto', 'av1', 'hevc' or 'h264'"),
+        ({"codec": "vp9"}, "codec", "'auto', 'av1', 'hevc', 'h264' or 'copy'"),
         ({"bogus": 1}, "bogus", "unknown key"),
     ],
 )

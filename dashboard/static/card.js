@@ -12,8 +12,9 @@ import {
 } from "./usage-panel.js";
 
 const RESOLUTIONS = [[320, 180], [426, 240], [640, 360], [854, 480], [1280, 720], [1920, 1080]];
-const CODECS = [["auto", "auto (hardware H.265, else AV1)"], ["av1", "AV1"], ["hevc", "H.265"],
-  ["h264", "H.264"]];
+const CODECS = [["auto", "auto (forward a camera's stream, else hardware H.265, else AV1)"],
+  ["av1", "AV1"], ["hevc", "H.265"], ["h264", "H.264"],
+  ["copy", "copy (forward the camera's own H.264/H.265)"]];
 const DEFAULTS = {
   codec: "auto", bitrate_kbps: 250, width: 640, height: 360, fps: 15, keyint_s: 4,
   srt_latency_ms: 120, always_on: false, ...BUDGET_DEFAULTS,
@@ -157,8 +158,8 @@ export class Card {
     r.dataset.streaming = String(view.streaming);
     this.presence.textContent = view.presence;
     this.presence.title = `last seen ${ago(view.last_seen)}`;
-    this.streaming.textContent = view.streaming ? "streaming" : view.streaming === false
-      ? "idle" : "?";
+    this.streaming.textContent = view.state === "restarting" ? "restarting"
+      : view.streaming ? "streaming" : view.streaming === false ? "idle" : "?";
     const v = view.video || {};
     const codec = codecOfEncoder(v.encoder) || v.codec;
     const size = v.width ? ` · ${v.width}×${v.height}` : "";
@@ -215,6 +216,7 @@ export class Card {
     if (view.last_set_error) {
       text += ` · last change refused: ${view.last_set_error.error}`;
     }
+    if (view.notice) text += ` · ${view.notice}`;
     this.sync.dataset.state = state;
     this.sync.textContent = text;
   }

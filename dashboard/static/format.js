@@ -26,7 +26,7 @@ export function ago(epochS, nowMs = Date.now()) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
-const CODECS = { av1: "AV1", hevc: "H.265", h264: "H.264", auto: "auto" };
+const CODECS = { av1: "AV1", hevc: "H.265", h264: "H.264", auto: "auto", copy: "copy" };
 
 export function codecName(codec) {
   return CODECS[codec] || codec || "—";
