@@ -2,7 +2,8 @@
 
 It follows ``status``, ``reported``, ``telemetry``, ``snapshot``, ``ack``, ``cmd``, ``desired``,
 ``set`` and ``demand`` of every device under the prefix, owns the shadow merge (``set`` →
-retained ``desired`` with the version + 1) and on-demand streaming, and sends commands.
+retained ``desired`` with the version + 1, answered on ``set/accepted`` or ``set/rejected``: see
+:mod:`.set_answers`) and on-demand streaming, and sends commands.
 
 paho runs its network loop in its own thread; every message hops onto the asyncio loop with
 ``call_soon_threadsafe`` and all state lives on the loop, so merges are serialized without locks.
@@ -39,6 +40,7 @@ from flumph.control import (
     Demand,
     Desired,
     ParsedTopic,
+    PatchError,
     Reported,
     Status,
     Telemetry,
@@ -48,12 +50,13 @@ from flumph.control import (
     decode,
     decode_command,
     decode_desired,
-    decode_patch,
+    decode_set,
 )
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import watch_connection
 
 from .ondemand import OnDemand
+from .set_answers import SetAnswers
 from .shadow import Shadow
 
 if TYPE_CHECKING:
@@ -191,6 +194,7 @@ class Fleet:
             own_always_on=self._reports_always_on,
         )
         self.listeners: list[Callable[[str], None]] = []  # called with a device id on change
+        self.answers = SetAnswers(self.topics, self._publish_answer)
         self.connected = False
         self.ready = asyncio.Event()
         self.last_connect_error: str | None = None
@@ -519,27 +523,53 @@ class Fleet:
 
     # --- shadow merge -------------------------------------------------------------------------
 
-    def _set_error(self, dev: DeviceState, error: str, payload: bytes | None) -> None:
+    def _publish_answer(self, topic: str, payload: bytes) -> None:
+        if self._client is not None:
+            self._client.publish(topic, payload, qos=1, retain=False)
+
+    def reject_set(
+        self,
+        device_id: str,
+        error: str,
+        payload: bytes | None = None,
+        fields: tuple[str, ...] = (),
+    ) -> None:
+        """Answer a ``set`` of ``device_id`` on ``set/rejected`` with ``error`` (which names the
+        field); ``payload`` is the refused message (its ``client_token`` is echoed). Creates no
+        device state, so it may answer a set for a device the backend refuses to know."""
+        self.answers.rejected(device_id, error, fields=fields, payload=payload)
+
+    def _set_error(
+        self, dev: DeviceState, error: ContractError | str, payload: bytes | None
+    ) -> None:
         text = payload[:200].decode("utf-8", "replace") if payload is not None else None
-        dev.last_set_error = {"error": error, "patch": text, "at": time.time()}
-        log.warning("%s: patch refused: %s", dev.device_id, error)
+        dev.last_set_error = {"error": str(error), "patch": text, "at": time.time()}
+        fields = error.fields if isinstance(error, PatchError) else ()
+        self.reject_set(dev.device_id, str(error), payload, fields)
 
     def _apply_set(self, device_id: str, payload: bytes) -> None:
         dev = self.device(device_id)
         if dev is None:
             return
         try:
-            self.merge(device_id, decode_patch(payload), operator=True)
+            req = decode_set(payload)
+            self.merge(device_id, req.patch, operator=True, client_token=req.client_token)
         except ContractError as e:
-            self._set_error(dev, str(e), payload)
+            self._set_error(dev, e, payload)
             self._changed(dev)
 
     def merge(
-        self, device_id: str, patch: dict[str, Any], *, operator: bool
+        self,
+        device_id: str,
+        patch: dict[str, Any],
+        *,
+        operator: bool,
+        client_token: str | None = None,
     ) -> tuple[Desired, Any]:
         """Merge a patch, publish the new retained ``desired``; returns it and paho's info.
 
-        Synchronous on the loop, so two merges can never start from the same version.
+        Synchronous on the loop, so two merges can never start from the same version. An
+        operator's patch is answered on ``set/accepted`` (echoing ``client_token``).
         Raises ContractError (naming the field) for a patch that cannot be merged.
         """
         if self._client is None or self._stopping:
@@ -556,6 +586,7 @@ class Fleet:
         if operator:
             dev.last_set_error = None
             self.ondemand.operator_patch(device_id, planned)
+            self.answers.accepted(device_id, doc.v, planned, client_token)
         self._changed(dev)
         return doc, info
 
@@ -571,17 +602,20 @@ class Fleet:
         """The HTTP API's patch, through the same merge as the ``set`` topic.
 
         Returns the new document and whether the broker acknowledged it in time; raises
-        ContractError (recorded as the device's ``last_set_error`` too) or Unavailable.
+        ContractError (recorded as the device's ``last_set_error`` and answered on
+        ``set/rejected``, as a patch on the topic would be) or Unavailable.
         """
         check_device_id(device_id)
         try:
-            patch = decode_patch(payload)
+            req = decode_set(payload)
             await self.wait_ready(PUBLISH_WAIT_S)
-            doc, info = self.merge(device_id, patch, operator=True)
+            doc, info = self.merge(
+                device_id, req.patch, operator=True, client_token=req.client_token
+            )
         except ContractError as e:
             dev = self.device(device_id, create=True)
             if dev is not None:
-                self._set_error(dev, str(e), payload)
+                self._set_error(dev, e, payload)
                 self._changed(dev)
             raise
         return doc, await self._published(info, PUBLISH_WAIT_S)

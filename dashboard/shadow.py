@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from flumph.control import ContractError, Desired, merge_desired, validate_patch
+from flumph.control import Desired, PatchError, merge_desired, validate_patch
 
 MAX_PENDING = 64  # published documents not yet echoed by the broker, per device
 
@@ -30,9 +30,12 @@ def plan_patch(current: Desired | None, patch: dict[str, Any]) -> dict[str, Any]
     """The patch actually merged: validated, and completed by the ``always_on`` rules."""
     validate_patch(patch)
     if not patch:
-        raise ContractError("patch: empty; give at least one setting to change")
+        raise PatchError("patch: empty; give at least one setting to change")
     if patch.get("always_on") is True and patch.get("streaming") is False:
-        raise ContractError("patch: streaming: false contradicts always_on: true in the same patch")
+        raise PatchError(
+            "patch: streaming: false contradicts always_on: true in the same patch",
+            ("always_on", "streaming"),
+        )
     base = current.settings_patch() if current is not None else {}
     out = dict(patch)
     if out.get("streaming") is False and base.get("always_on") is True:

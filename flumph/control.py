@@ -11,6 +11,8 @@ Topics under a prefix ``<p>`` (default ``flumph``), MQTT 3.1.1 so that every bro
 | ``<p>/<dev>/status``   | device birth, broker will | retained, 1  | :class:`Status`          |
 | ``<p>/<dev>/desired``  | backend (shadow owner)    | retained, 1  | :class:`Desired`         |
 | ``<p>/<dev>/set``      | dashboard, ctl, ops tools | no, 1        | partial settings (patch) |
+| ``<p>/<dev>/set/accepted`` | backend (shadow owner) | no, 1       | :class:`SetAccepted`     |
+| ``<p>/<dev>/set/rejected`` | backend (shadow owner) | no, 1       | :class:`SetRejected`     |
 | ``<p>/<dev>/reported`` | device                    | retained, 1  | :class:`Reported`        |
 | ``<p>/<dev>/cmd/<n>``  | dashboard, ctl, ops tools | no, 1        | :class:`Command`         |
 | ``<p>/<dev>/ack``      | device                    | no, 1        | :class:`Ack`             |
@@ -22,7 +24,11 @@ Why: desired/reported is the AWS-shadow model, so a device that was offline conv
 latest wish on reconnect and a partial update cannot be half-applied. ``set`` carries partial
 patches (what ``mosquitto_pub -t flumph/cam1/set -m '{"streaming":true}'`` sends); the backend
 merges each into the retained ``desired`` with the version + 1, so the device follows one
-document. One-shot commands are never retained (retained commands replay on reconnect).
+document, and answers every patch on ``set/accepted`` (the new version) or ``set/rejected`` (the
+error, naming the field): the AWS IoT shadow's ``update/accepted``/``update/rejected``, so a tool
+learns what happened without reading the backend's log. A patch may carry ``client_token`` (a
+string the answer echoes, as AWS's ``clientToken``) to pick its own answer among others'.
+One-shot commands are never retained (retained commands replay on reconnect).
 ``demand`` is the ingest's count of viewers waiting on a device: the backend turns it into
 on-demand start/stop, so the ingest decides nothing about devices.
 """
@@ -46,16 +52,27 @@ PREFIX_RE = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 COMMANDS = ("keyframe", "snapshot", "restart", "grant")
 CommandName = Literal["keyframe", "snapshot", "restart", "grant"]
 TopicKind = Literal[
-    "status", "desired", "set", "reported", "cmd", "ack", "telemetry", "snapshot", "demand"
-]
+    "status", "desired", "set", "reported", "cmd", "ack", "telemetry", "snapshot", "demand",
+    "set/accepted", "set/rejected",
+]  # fmt: skip
 KINDS: tuple[TopicKind, ...] = (
     "status", "desired", "set", "reported", "cmd", "ack", "telemetry", "snapshot", "demand",
+    "set/accepted", "set/rejected",
 )  # fmt: skip
 MAX_PAYLOAD = 64 * 1024  # control documents; snapshots are images and not parsed here
 
 
 class ContractError(ValueError):
     """A topic or payload that does not follow the contract; the message names the problem."""
+
+
+class PatchError(ContractError):
+    """A settings patch that cannot be merged; ``fields`` names the keys at fault (none for a
+    payload that is not a JSON object at all)."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 def check_device_id(device_id: str) -> str:
@@ -93,6 +110,12 @@ class Topics:
 
     def set(self, device_id: str) -> str:
         return self._t(device_id, "set")
+
+    def set_accepted(self, device_id: str) -> str:
+        return self._t(device_id, "set/accepted")
+
+    def set_rejected(self, device_id: str) -> str:
+        return self._t(device_id, "set/rejected")
 
     def reported(self, device_id: str) -> str:
         return self._t(device_id, "reported")
@@ -137,6 +160,9 @@ class Topics:
             if parts[2] not in COMMANDS:
                 raise ContractError(f"unknown command {parts[2]!r} in topic {topic!r}")
             return ParsedTopic(device_id, "cmd", parts[2])
+        if kind == "set" and len(parts) == 3 and f"set/{parts[2]}" in KINDS:
+            answer: TopicKind = "set/accepted" if parts[2] == "accepted" else "set/rejected"
+            return ParsedTopic(device_id, answer)
         if len(parts) != 2 or kind not in KINDS or kind == "cmd":
             raise ContractError(f"topic {topic!r} is not one of the contract's topics")
         return ParsedTopic(device_id, kind)
@@ -212,19 +238,23 @@ SETTINGS_KEYS = frozenset(StreamSettings.model_fields)
 
 
 def validate_patch(patch: dict[str, Any], what: str = "patch") -> dict[str, Any]:
-    """Check a partial settings document: known keys, each value valid on its own."""
+    """Check a partial settings document: known keys, each value valid on its own.
+
+    Raises :class:`PatchError` whose ``fields`` are the keys at fault."""
     unknown = sorted(set(patch) - SETTINGS_KEYS)
     if unknown:
-        raise ContractError(
+        raise PatchError(
             f"{what}: unknown setting(s) {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(SETTINGS_KEYS))})"
+            f"(known: {', '.join(sorted(SETTINGS_KEYS))})",
+            tuple(unknown),
         )
     try:
         # Validate against the defaults so every given value is checked with the real bounds.
         merged = StreamSettings().model_dump() | patch
         StreamSettings.model_validate(merged)
     except ValidationError as e:
-        raise ContractError(format_validation_error(e, what)) from None
+        fields = tuple(sorted({str(err["loc"][0]) for err in e.errors() if err["loc"]}))
+        raise PatchError(format_validation_error(e, what), fields) from None
     return patch
 
 
@@ -232,6 +262,53 @@ def decode_patch(payload: bytes | str) -> dict[str, Any]:
     doc = _json_object(payload, "patch")
     doc.pop("v", None)  # a client echoing a version in a patch is harmless
     return validate_patch(doc)
+
+
+CLIENT_TOKEN = "client_token"
+CLIENT_TOKEN_MAX = 64
+
+
+@dataclass(frozen=True)
+class SetRequest:
+    """One message on ``<p>/<dev>/set``: the patch, and the token its answer echoes."""
+
+    patch: dict[str, Any]
+    client_token: str | None = None
+
+
+def _client_token(doc: dict[str, Any]) -> str | None:
+    token = doc.get(CLIENT_TOKEN)
+    if token is None:
+        return None
+    if not isinstance(token, str) or not 1 <= len(token) <= CLIENT_TOKEN_MAX:
+        raise PatchError(
+            f"patch: {CLIENT_TOKEN} must be a string of 1-{CLIENT_TOKEN_MAX} characters",
+            (CLIENT_TOKEN,),
+        )
+    return token
+
+
+def decode_set(payload: bytes | str) -> SetRequest:
+    """A ``set`` message: a patch plus an optional ``client_token``; raises PatchError."""
+    try:
+        doc = _json_object(payload, "patch")
+    except ContractError as e:
+        raise PatchError(str(e)) from None
+    token = _client_token(doc)
+    doc.pop(CLIENT_TOKEN, None)
+    doc.pop("v", None)  # a client echoing a version in a patch is harmless
+    return SetRequest(validate_patch(doc), token)
+
+
+def client_token_of(payload: bytes | str | None) -> str | None:
+    """The ``client_token`` of a set message, if it has a valid one, even when the rest is
+    refused (so that its rejection can be matched); never raises."""
+    if not payload:
+        return None
+    try:
+        return _client_token(_json_object(payload, "patch"))
+    except ContractError:
+        return None
 
 
 class Desired(Message):
@@ -381,6 +458,29 @@ class Telemetry(Message):
     usage: Usage | None = None
     budget: Budget | None = None
     heartbeat_s: float | None = None  # when idle: the interval until the next heartbeat
+
+
+class SetAccepted(Message):
+    """``<p>/<dev>/set/accepted``: the patch was merged into ``desired`` as version ``v``.
+
+    ``patch`` is what was merged (the ``always_on`` rules may add to what was sent)."""
+
+    model_config = ConfigDict(extra="ignore")  # read by ops tools: a newer backend may add
+    v: int = Field(ge=0)
+    patch: dict[str, Any] = Field(default_factory=dict)
+    client_token: str | None = None
+    ts: float = Field(default_factory=now)
+
+
+class SetRejected(Message):
+    """``<p>/<dev>/set/rejected``: the patch was refused; nothing changed. ``error`` names the
+    field in words, ``fields`` lists the keys at fault (empty when the payload was no object)."""
+
+    model_config = ConfigDict(extra="ignore")
+    error: str
+    fields: list[str] = Field(default_factory=list)
+    client_token: str | None = None
+    ts: float = Field(default_factory=now)
 
 
 class Demand(Message):
