@@ -2,7 +2,8 @@
 
 A device logs in with its device id as username and reaches only ``<prefix>/<its id>`` and what
 lies below it, for publish, subscribe and receive alike. Admin accounts (the backend and ops)
-reach every topic. A client without a username reaches nothing while the ACL is on.
+reach every topic (the ops tools read every device's ``set/accepted`` and ``set/rejected``; a
+device reads only its own). A client without a username reaches nothing while the ACL is on.
 
 Unlike a pattern substitution (``%u``), the username is compared literally with one topic
 level, so a username such as ``+`` cannot widen a device's reach.

@@ -3,6 +3,7 @@
     flumph ctl devices                       table of every device's retained state
     flumph ctl start ID | stop ID            patch {"streaming": true|false} on <p>/ID/set
     flumph ctl set ID key=value...           any settings patch on <p>/ID/set
+                                             (each waits until ID applied it; --no-wait)
     flumph ctl snapshot ID [-o FILE]         cmd/snapshot, then the new retained still
     flumph ctl cmd ID keyframe|restart       one-shot command, waits for its ack
     flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
@@ -10,13 +11,17 @@
                                              the dashboard's API (see flumph.ctl_usage)
 
 Patches go to ``set`` (never straight to ``desired``) so that whichever backend owns the shadow
-merges them; ``--confirm`` waits until it has. Values in ``key=value`` are JSON when they parse
-(``bitrate_kbps=300``, ``streaming=true``), else strings (``codec=av1``), and are validated here
-before anything is sent. Broker and account: ``--mqtt URL --username U --password P`` or
-``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``, ``FLUMPH_CTL_PASSWORD`` (or a ``[ctl]`` table).
+merges them. Each carries a fresh ``client_token``; the backend's answer with that token on
+``set/accepted`` gives the version, and then ctl waits until the device reports ``applied_v`` at
+least that version (``--no-wait``: only for the backend's answer). A rejection, an offline device,
+a device error or the timeout ends it with exit code 1 and the reason (see :mod:`flumph.setwait`).
+Values in ``key=value`` are JSON when they parse (``bitrate_kbps=300``, ``streaming=true``), else
+strings (``codec=av1``), and are validated here before anything is sent. Broker and account:
+``--mqtt URL --username U --password P`` or ``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``,
+``FLUMPH_CTL_PASSWORD`` (or a ``[ctl]`` table).
 
-Exit codes: 0 done; 1 runtime failure (broker unreachable or refusing, timeout, device error);
-2 usage or validation error (the message names the key or value).
+Exit codes: 0 done; 1 runtime failure (broker unreachable or refusing, timeout, a patch refused,
+a device offline or in error); 2 usage or validation error (the message names the key or value).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pydantic import Field, ValidationError, field_validator
 from flumph import ctl_usage
 from flumph.config import ConfigError, StrictModel, load_config
 from flumph.control import (
+    CLIENT_TOKEN,
     PREFIX_RE,
     Ack,
     Command,
@@ -44,6 +50,8 @@ from flumph.control import (
     Demand,
     Message,
     Reported,
+    SetAccepted,
+    SetRejected,
     Status,
     Telemetry,
     TopicKind,
@@ -55,11 +63,13 @@ from flumph.control import (
 )
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import failure_reason
+from flumph.setwait import SetWait
 
 ENV_PREFIX = "FLUMPH_CTL_"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 WATCHED: tuple[TopicKind, ...] = (
     "status", "telemetry", "reported", "desired", "ack", "demand", "snapshot",
+    "set/accepted", "set/rejected",
 )  # fmt: skip
 
 
@@ -163,6 +173,11 @@ def _describe(kind: str, payload: bytes) -> str:
         return "cleared"
     if kind == "status":
         return decode(Status, payload).state
+    if kind == "set/accepted":
+        acc = decode(SetAccepted, payload)
+        return f"v{acc.v} {json.dumps(acc.patch, sort_keys=True)}"
+    if kind == "set/rejected":
+        return f"REFUSED: {decode(SetRejected, payload).error}"
     if kind == "desired":
         d = decode_desired(payload)
         return f"v{d.v} {json.dumps(d.settings_patch(), sort_keys=True)}"
@@ -363,29 +378,29 @@ def _row(r: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def send_patch(s: Session, device_id: str, patch: dict[str, Any], confirm: bool) -> int:
-    if confirm:
-        s.subscribe([s.topics.desired(device_id)])
-    s.publish(s.topics.set(device_id), json.dumps(patch).encode())
-    print(f"sent {json.dumps(patch)} to {s.topics.set(device_id)}")
-    if not confirm:
-        return EXIT_OK
+def send_patch(s: Session, device_id: str, patch: dict[str, Any], wait_applied: bool) -> int:
+    token = f"ctl-{uuid.uuid4().hex[:16]}"
+    t = s.topics
+    filters = [t.set_accepted(device_id), t.set_rejected(device_id)]
+    if wait_applied:
+        filters += [t.reported(device_id), t.status(device_id)]
+    s.subscribe(filters)
+    s.publish(t.set(device_id), json.dumps({**patch, CLIENT_TOKEN: token}).encode())
+    print(f"sent {json.dumps(patch)} to {t.set(device_id)}", flush=True)
+    wait = SetWait(device_id, token, wait_applied=wait_applied)
     deadline = time.monotonic() + s.cfg.timeout_s
     while (msg := s.next(deadline)) is not None:
-        if msg.retain or not msg.payload:
-            continue  # the document as it was before our patch
         try:
-            doc = decode_desired(msg.payload)
+            kind = t.parse(msg.topic).kind
         except ContractError:
             continue
-        settings = doc.settings_patch()
-        if all(settings.get(k) == v for k, v in patch.items()):
-            print(f"desired is now v{doc.v}: {json.dumps(settings, sort_keys=True)}")
+        outcome = wait.feed(kind, msg.payload, msg.retain)
+        if outcome is not None:
+            if not outcome.ok:
+                raise CtlError(outcome.message)
+            print(outcome.message)
             return EXIT_OK
-    raise CtlError(
-        f"no backend merged the patch into {s.topics.desired(device_id)} within "
-        f"{s.cfg.timeout_s} s (is the dashboard running? was the patch refused?)"
-    )
+    raise CtlError(wait.timed_out(s.cfg.timeout_s).message)
 
 
 def _wait_ack(s: Session, device_id: str, cid: str, deadline: float) -> Ack | None:
@@ -441,7 +456,7 @@ def cmd_watch(s: Session, device_id: str | None, count: int | None) -> int:
     if device_id is None:
         filters = [s.topics.every(k) for k in WATCHED]
     else:
-        filters = [getattr(s.topics, k)(device_id) for k in WATCHED]
+        filters = [f"{s.topics.prefix}/{check_device_id(device_id)}/{k}" for k in WATCHED]
     s.subscribe(filters)
     printed = 0
     while count is None or printed < count:
@@ -480,7 +495,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="flumph ctl",
         parents=[common],
         description="Ops tool: list, start, stop, configure and watch devices over MQTT.",
-        epilog="Exit codes: 0 ok, 1 runtime failure (broker, timeout), 2 usage/validation.",
+        epilog="Exit codes: 0 ok, 1 runtime failure (broker, timeout, patch refused, device "
+        "offline or in error), 2 usage/validation.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     d = sub.add_parser("devices", parents=[common], help="table of the devices' retained state")
@@ -489,11 +505,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("start", "stream now"), ("stop", "stop streaming")):
         c = sub.add_parser(name, parents=[common], help=f"{text}: patch on <prefix>/ID/set")
         c.add_argument("device")
-        c.add_argument("--confirm", action="store_true", help="wait until desired has it")
+        _no_wait(c)
     c = sub.add_parser("set", parents=[common], help="patch settings: set ID key=value...")
     c.add_argument("device")
     c.add_argument("assign", nargs="+", metavar="key=value")
-    c.add_argument("--confirm", action="store_true", help="wait until desired has it")
+    _no_wait(c)
     c = sub.add_parser("snapshot", parents=[common], help="take a still and save it")
     c.add_argument("device")
     c.add_argument("-o", "--output", help="file (default ID-YYYYmmdd-HHMMSS.jpg|avif)")
@@ -511,6 +527,16 @@ def _parser() -> argparse.ArgumentParser:
         "--dashboard-password", default=sup, help="prefer env FLUMPH_CTL_DASHBOARD_PASSWORD"
     )
     return p
+
+
+def _no_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait",
+        dest="wait_applied",
+        action="store_false",
+        help="return once the backend accepted the patch (set/accepted), without waiting for "
+        "the device to apply it",
+    )
 
 
 def _config(ns: argparse.Namespace) -> CtlConfig:
@@ -554,7 +580,7 @@ def run(ns: argparse.Namespace, cfg: CtlConfig) -> int:
         if ns.command == "devices":
             return cmd_devices(s, ns)
         if patch is not None:
-            return send_patch(s, ns.device, patch, ns.confirm)
+            return send_patch(s, ns.device, patch, ns.wait_applied)
         if ns.command == "snapshot":
             return cmd_snapshot(s, ns.device, ns.output)
         if ns.command == "cmd":

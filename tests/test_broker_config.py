@@ -48,6 +48,12 @@ from flumph.config import ConfigError
         (None, "flumph/cam1/status", False),
         ("flumph-backend", "flumph/+/desired", True),
         ("flumph-ops", "#", True),
+        # The answers to set: the ops and backend accounts read all, a device only its own.
+        ("flumph-ops", "flumph/+/set/+", True),
+        ("flumph-backend", "flumph/cam2/set/rejected", True),
+        ("cam1", "flumph/cam1/set/accepted", True),
+        ("cam1", "flumph/cam2/set/accepted", False),
+        ("cam1", "flumph/+/set/rejected", False),
     ],
 )
 def test_acl(user: str | None, topic: str, allowed: bool) -> None:

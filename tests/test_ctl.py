@@ -26,7 +26,7 @@ from tests.conftest import free_port
 from tests.test_fleet_service import USERS, FakeDevice, start_dashboard
 
 T = Topics()
-DEVICES = [f"cam{i}" for i in range(1, 10)]
+DEVICES = [f"cam{i}" for i in range(1, 13)]
 
 
 @pytest.fixture(scope="module")
@@ -159,36 +159,102 @@ def test_unreachable_or_refusing_broker_exits_1(broker: Broker) -> None:
 # --- patches on the broker ------------------------------------------------------------------
 
 
-def test_start_stop_set_publish_patches_on_set(broker: Broker) -> None:
+def test_patches_go_to_set_and_without_a_backend_nobody_answers(broker: Broker) -> None:
     sub = Sub(broker, T.set("cam1"))
     try:
-        assert ctl(broker, "start", "cam1").returncode == 0
-        assert ctl(broker, "stop", "cam1").returncode == 0
-        r = ctl(broker, "set", "cam1", "bitrate_kbps=300", "codec=av1", "keyint_s=2.5")
-        assert r.returncode == 0 and "sent" in r.stdout
-        got = sub.publishes(T.set("cam1"), 3)
-        assert [json.loads(p) for _, p in got] == [
+        for args in (["start", "cam1"], ["stop", "cam1", "--no-wait"],
+                     ["set", "cam1", "bitrate_kbps=300", "codec=av1", "keyint_s=2.5"]):  # fmt: skip
+            r = ctl(broker, "--timeout", "1", *args)
+            assert r.returncode == 1 and "sent" in r.stdout, r
+            assert "no answer on set/accepted or set/rejected within 1 s" in r.stderr, r.stderr
+        got = [json.loads(p) for _, p in sub.publishes(T.set("cam1"), 3)]
+        tokens = [g.pop("client_token") for g in got]
+        assert len(set(tokens)) == 3 and all(t.startswith("ctl-") for t in tokens)
+        assert got == [
             {"streaming": True},
             {"streaming": False},
             {"bitrate_kbps": 300, "codec": "av1", "keyint_s": 2.5},
         ]
-        assert all("q1, r0" in header for header, _ in got), got  # QoS 1, never retained
+        headers = [h for h, _ in sub.publishes(T.set("cam1"), 3)]
+        assert all("q1, r0" in h for h in headers), headers  # QoS 1, never retained
     finally:
         sub.close()
 
 
-def test_confirm_waits_for_the_backend_merge(broker: Broker, tmp_path: Path) -> None:
-    r = ctl(broker, "--timeout", "1", "set", "cam2", "fps=12", "--confirm")
-    assert r.returncode == 1 and "no backend merged the patch" in r.stderr
+class SickDevice(FakeDevice):
+    """Answers every new ``desired`` with a ``reported`` error instead of applying it."""
+
+    def __init__(self, broker: Broker, device_id: str, error: str) -> None:
+        super().__init__(broker, device_id)
+        self.error = error
+        self._subscribed.clear()
+        self.client.subscribe(T.desired(device_id), qos=1)
+        assert self._subscribed.wait(15)
+
+    def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
+        if msg.topic != T.desired(self.id):
+            super()._on_message(client, _u, msg)
+            return
+        v = json.loads(msg.payload)["v"]
+        reported = {"applied_v": None, "error": f"desired v{v}: {self.error}"}
+        client.publish(T.reported(self.id), json.dumps(reported), qos=1, retain=True)
+
+
+def start_agent(tmp: Path, broker: Broker, device_id: str) -> subprocess.Popen[bytes]:
+    """A real `flumph agent` on the synthetic camera, idle (nobody asked it to stream)."""
+    cmd = [sys.executable, "-m", "flumph", "agent", "--device-id", device_id,
+           "--ingest", f"srt://127.0.0.1:{free_port()}", "--source", "synthetic",
+           "--state-dir", str(tmp / f"agent-{device_id}"), "--mqtt", broker.url,
+           "--mqtt-username", device_id, "--mqtt-password", broker.users[device_id]]  # fmt: skip
+    with (tmp / f"agent-{device_id}.log").open("wb") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ctl_env(None))
+
+
+def test_set_waits_until_the_device_applied_it(
+    broker: Broker, tmp_path: Path, devices: Callable[..., FakeDevice]
+) -> None:
+    """Against a real `flumph dashboard` and a real `flumph agent`."""
     dash = start_dashboard(tmp_path, broker)
+    agent = start_agent(tmp_path, broker, "cam10")
     try:
-        r = ctl(broker, "set", "cam2", "fps=12", "--confirm")
+        # The agent applies the patch: ctl says so once reported.applied_v reaches the version.
+        r = ctl(broker, "--timeout", "30", "set", "cam10", "fps=12")
         assert r.returncode == 0, r.stderr
-        assert 'desired is now v1: {"fps": 12}' in r.stdout
-        r = ctl(broker, "start", "cam2", "--confirm")
-        assert 'desired is now v2: {"fps": 12, "streaming": true}' in r.stdout
+        assert r.stdout.splitlines()[-1] == "cam10 applied v1", r.stdout
+        r = ctl(broker, "--timeout", "30", "set", "cam10", "bitrate_kbps=300", "width=320")
+        assert r.returncode == 0 and "cam10 applied v2" in r.stdout, r.stderr
+        # A patch only the backend can refuse (its always_on rule): exit 1 with its reason.
+        r = ctl(broker, "set", "cam10", "always_on=true", "streaming=false")
+        assert r.returncode == 1, r
+        assert "cam10 refused the patch: patch: streaming: false contradicts" in r.stderr
+        # --no-wait: the backend's answer only.
+        r = ctl(broker, "stop", "ghost-1", "--no-wait")
+        assert r.returncode == 0 and "accepted as v1 (not waiting for ghost-1)" in r.stdout, r
+        # A device that never reports: the timeout, with what is known.
+        r = ctl(broker, "--timeout", "2", "set", "ghost-1", "fps=5")
+        assert r.returncode == 1
+        assert "accepted as v2, but ghost-1 never reported and did not apply v2" in r.stderr
+        # An offline device (its retained will): said at once, not after the timeout.
+        gone = devices("cam11")
+        gone.publish("status", b'{"state": "offline", "ts": 1}', retain=True)
+        t0 = time.monotonic()
+        r = ctl(broker, "--timeout", "30", "set", "cam11", "fps=5")
+        assert r.returncode == 1 and "cam11 is offline: it applies v1 when it" in r.stderr, r
+        assert time.monotonic() - t0 < 15
+        # A device that reports an error instead of applying (a peer speaking the contract: the
+        # real agent cannot be made to fail on demand here).
+        sick = SickDevice(broker, "cam12", "encoder hevc_v4l2m2m: no such device")
+        try:
+            sick.birth()
+            r = ctl(broker, "--timeout", "30", "set", "cam12", "codec=hevc")
+        finally:
+            sick.close()
+        assert r.returncode == 1, r
+        assert "cam12 did not apply v1: desired v1: encoder hevc_v4l2m2m" in r.stderr
     finally:
-        dash.stop()
+        agent.terminate()
+        agent.wait(30)
+        assert dash.stop() == 0, dash.log()
 
 
 # --- reading the fleet ----------------------------------------------------------------------
