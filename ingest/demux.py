@@ -26,7 +26,7 @@ import av
 import av.error
 
 from flumph.media.repackager import Fragment, InitSegment, Packet, Repackager
-from flumph.media.sniff import detect_container
+from flumph.media.sniff import DECISIVE_BYTES, Container, locate_stream
 
 log = logging.getLogger("flumph.ingest.demux")
 
@@ -121,6 +121,24 @@ class ByteFeed:
                     return out[:n]
                 self._cond.wait()
 
+    def skip(self, n: int) -> int:
+        """Discard up to ``n`` bytes at the head of the current segment (those :meth:`peek` showed);
+        returns how many were discarded."""
+        with self._cond:
+            left = n
+            while left and self._chunks and self._chunks[0] is not _BOUNDARY:
+                head = self._chunks[0]
+                assert isinstance(head, bytes)
+                self._segment_started = True
+                if len(head) <= left:
+                    self._chunks.popleft()
+                else:
+                    self._chunks[0] = head[left:]
+                taken = min(len(head), left)
+                self._size -= taken
+                left -= taken
+            return n - left
+
     def _boundary_follows(self, have: int) -> bool:
         seen = 0
         for c in self._chunks:
@@ -211,16 +229,28 @@ class LiveDemuxer(threading.Thread):
         finally:
             self.emit(DemuxEnd(error))
 
+    def _locate(self) -> tuple[Container, int] | None:
+        """The segment's container and the bytes to skip before it starts; None: no bytes."""
+        want = 376  # enough for Matroska, and for MPEG-TS that starts on a packet boundary
+        while True:
+            head = self.feed.peek(want)
+            if not head:
+                return None
+            final = len(head) < want  # the stream or the segment ended here
+            found = locate_stream(head, final=final)  # ValueError: refused, with the reason
+            if found is not None:
+                return found
+            want = min(want * 2, DECISIVE_BYTES)
+
     def _demux_segment(self) -> None:
-        head = self.feed.peek(376)
-        if not head:
+        found = self._locate()
+        if found is None:
             return
-        try:
-            container = detect_container(head)
-        except ValueError as e:
-            raise ValueError(f"refused: {e}") from None
-        if container is None:
-            raise ValueError(f"stream ended after {len(head)} bytes, too short to recognise")
+        container, offset = found
+        if offset:
+            self.feed.skip(offset)
+            log.info("stream %s: MPEG-TS resynchronised: skipped %d bytes before the first "
+                     "whole packet", self.stream_name, offset)  # fmt: skip
         options = MATROSKA_OPTIONS if container == "matroska" else MPEGTS_OPTIONS
         try:
             c = av.open(self.feed, mode="r", format=container, options=options)
