@@ -35,6 +35,10 @@ class BrokerSettings(StrictModel):
     prefix: str = Field("flumph", title="topic prefix of the device tree")
     state_dir: Path = Field(default_factory=default_state_dir, title="where retained messages live")
     connect_timeout_s: float = Field(10.0, gt=0, le=300, title="time to send CONNECT after TCP")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, title="serve Prometheus /metrics on this HTTP port (off)"
+    )
+    metrics_host: str = Field("127.0.0.1", title="bind address of the /metrics port")
     log_level: str = Field("info", title="debug, info, warning or error")
 
     @field_validator("prefix")

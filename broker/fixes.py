@@ -23,6 +23,12 @@ Also: ``_run_broadcast`` (every publish) and ``_handle_client_session`` (every c
 ``self._subscriptions`` while awaiting the ACL check or a send, so a SUBSCRIBE or a disconnect in
 between raises "dictionary changed size during iteration" and the message is not delivered to the
 rest of the subscribers; :class:`SnapshotSubscriptions` makes those loops walk a snapshot.
+
+Counted for ``/metrics`` (:mod:`flumph.broker.metrics`): every PUBLISH received from a client
+(:meth:`KeepaliveHandler.handle_publish`) and every one sent to a client
+(:meth:`KeepaliveHandler.mqtt_publish`), and the sessions, subscriptions and retained messages
+read by :class:`FlumphBroker`'s counting methods.
+
 And amqtt waits for the CONNECT packet without a deadline, so a TCP connection that never
 speaks holds a connection slot forever; :meth:`FlumphBroker._initialize_client_session` gives
 it ``connect_timeout_s``. And amqtt publishes a will without asking the ACL:
@@ -45,6 +51,9 @@ from amqtt.contexts import Action
 from amqtt.errors import NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.protocol.handler import ProtocolHandler
+from amqtt.mqtt.publish import PublishPacket
+
+from .metrics import BrokerStats
 
 log = logging.getLogger("flumph.broker")
 
@@ -100,6 +109,16 @@ _UPSTREAM: dict[str, tuple[Callable[..., Any], str, str]] = {
         Broker.shutdown,
         "800adcdd80ded223",
         "(c) fires PRE_SHUTDOWN before dropping sessions and retained messages",
+    ),
+    "ProtocolHandler.handle_publish": (
+        ProtocolHandler.handle_publish,
+        "b8f1fd3212c7134e",
+        "(metrics) called once per PUBLISH packet a client sends, with it",
+    ),
+    "ProtocolHandler.mqtt_publish": (
+        ProtocolHandler.mqtt_publish,
+        "30cb8f651cc521c5",
+        "(metrics) every application message to a client (deliveries and retained) goes through it",
     ),
     "StreamWriterAdapter.__init__": (
         StreamWriterAdapter.__init__,
@@ -164,7 +183,27 @@ def _abort(writer: Any) -> bool:
 
 
 class KeepaliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
-    """Defect (a): a read timeout is a dead connection, not a reason to wait again."""
+    """Defect (a): a read timeout is a dead connection, not a reason to wait again. Also counts
+    the messages in and out for ``/metrics``."""
+
+    stats: BrokerStats | None = None
+
+    async def handle_publish(self, publish_packet: PublishPacket) -> None:
+        if self.stats is not None:
+            self.stats.received(len(publish_packet.data or b""))
+        await super().handle_publish(publish_packet)
+
+    async def mqtt_publish(
+        self,
+        topic: str,
+        data: bytes | bytearray,
+        qos: int | None,
+        retain: bool,
+        ack_timeout: int | None = None,
+    ) -> Any:
+        if self.stats is not None:
+            self.stats.sent(len(data))
+        return await super().mqtt_publish(topic, data, qos, retain, ack_timeout)
 
     def handle_read_timeout(self) -> None:
         session = self.session
@@ -196,6 +235,19 @@ class FlumphBroker(Broker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._connect_timeout_s = connect_timeout_s
         self._subscriptions = SnapshotSubscriptions(vars(self)["_subscriptions"])
+        self.stats = BrokerStats()
+
+    # Read by the metrics collector, possibly from prometheus_client's HTTP thread: list() and
+    # len() of a dict are single steps under the GIL, so nothing changes size under them.
+    def connected_clients(self) -> int:
+        sessions = list(self._sessions.values())
+        return sum(1 for session, _ in sessions if session.transitions.state == "connected")
+
+    def subscription_count(self) -> int:
+        return sum(len(subs) for subs in list(self._subscriptions.values()))
+
+    def retained_count(self) -> int:
+        return len(self._retained_messages)
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -213,7 +265,9 @@ class FlumphBroker(Broker):  # type: ignore[misc]
         if session.keep_alive > 0:
             # amqtt reads with a timeout of session.keep_alive; the spec allows 1.5 x keepalive.
             session.keep_alive = session.keep_alive * KEEPALIVE_FACTOR
-        return KeepaliveHandler(self.plugins_manager, loop=self._loop), session
+        handler = KeepaliveHandler(self.plugins_manager, loop=self._loop)
+        handler.stats = self.stats
+        return handler, session
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Any

@@ -23,7 +23,7 @@ log = logging.getLogger("flumph.broker")
 
 _FLAGS = (
     "host", "port", "ws_port", "passwd_file", "allow_anonymous", "acl", "prefix", "state_dir",
-    "connect_timeout_s", "log_level",
+    "connect_timeout_s", "log_level", "metrics_port", "metrics_host",
 )  # fmt: skip
 
 
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--connect-timeout-s", type=float, help=f"time to send CONNECT ({d('connect_timeout_s')})"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"serve Prometheus /metrics on this HTTP port ({d('metrics_port')}: off)",
+    )
+    p.add_argument("--metrics-host", help=f"bind address of --metrics-port ({d('metrics_host')})")
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return p
@@ -91,6 +97,23 @@ async def serve(settings: BrokerSettings) -> int:
     except (BrokerStartError, OSError) as e:
         log.error("%s", e)
         return 1
+    metrics_server = None
+    if settings.metrics_port is not None:
+        from .metrics import serve_metrics
+
+        try:
+            metrics_server = serve_metrics(
+                broker.metrics, settings.metrics_host, settings.metrics_port
+            )
+        except OSError as e:
+            log.error(
+                "metrics on %s:%d: %s: choose another with --metrics-port",
+                settings.metrics_host, settings.metrics_port, e,
+            )  # fmt: skip
+            await broker.stop()
+            return 1
+        log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host,
+                 metrics_server.port)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -99,6 +122,8 @@ async def serve(settings: BrokerSettings) -> int:
         await stop.wait()
     finally:
         log.info("stopping: writing retained messages")
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.stop)
         await broker.stop()
     return 0
 
@@ -121,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [PortWanted("--port", settings.host, settings.port)]
     if settings.ws_port is not None:
         wanted.append(PortWanted("--ws-port", settings.host, settings.ws_port))
+    if settings.metrics_port is not None:
+        wanted.append(PortWanted("--metrics-port", settings.metrics_host, settings.metrics_port,
+                                 host_flag="--metrics-host"))  # fmt: skip
     problem = first_problem(wanted)
     if problem is not None:
         log.error("%s", problem)

@@ -16,6 +16,7 @@ from typing import Any
 from flumph.config import ConfigError
 
 from .config import BrokerSettings, check_settings
+from .metrics import BrokerMetrics
 from .store import RetainedStore, StoreError
 
 log = logging.getLogger("flumph.broker")
@@ -92,6 +93,7 @@ class EmbeddedBroker:
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self._broker: Any = None
+        self.metrics = BrokerMetrics(lambda: self._broker)
 
     async def start(self) -> None:
         from amqtt.errors import BrokerError

@@ -78,12 +78,7 @@ def device_view(
     desired = fleet.shadow.current(dev.device_id)
     rep, tel = dev.reported, dev.telemetry
     settings = rep.settings if rep is not None else {}
-    # Whichever of reported and telemetry came last says whether it streams now.
-    streaming: bool | None = None
-    if rep is not None and (tel is None or (dev.reported_at or 0) >= (dev.telemetry_at or 0)):
-        streaming = rep.streaming
-    elif tel is not None:
-        streaming = tel.streaming
+    streaming = dev.streaming_now()
     live = _live_figures(dev, streaming)
     demand = fleet.ondemand.state(dev.device_id)
     loop_now = asyncio.get_running_loop().time()

@@ -165,6 +165,13 @@ class DeviceState:
         self.last_seen = time.time()
         self.last_seen_mono = time.monotonic()
 
+    def streaming_now(self) -> bool | None:
+        """Whether it streams now: whichever of reported and telemetry came last says."""
+        rep, tel = self.reported, self.telemetry
+        if rep is not None and (tel is None or (self.reported_at or 0) >= (self.telemetry_at or 0)):
+            return rep.streaming
+        return tel.streaming if tel is not None else None
+
     def presence_at(self, now_mono: float, grace_s: float) -> Presence:
         if self.status is not None and self.status.state == "offline":
             return "offline"

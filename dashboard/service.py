@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from flumph import auth
 from flumph.config import StrictModel
 from flumph.control import PREFIX_RE
+from flumph.metricsroute import add_metrics_route
 from flumph.mqtt import MqttSettings
 from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
 from flumph.serviceapp import service_app
@@ -20,6 +21,7 @@ from .access import Access
 from .api import EventFeed, add_api_routes
 from .apidocs import guard_api_docs
 from .fleet import Fleet, FleetOptions
+from .metrics import FleetMetrics
 from .pages import add_page_routes
 from .usage_api import add_usage_routes
 from .usage_tracker import UsageTracker
@@ -178,6 +180,7 @@ class DashboardService:
             session_ttl_s=cfg.session_ttl_s,
             viewer_ttl_s=cfg.viewer_token_ttl_s,
         )
+        self.metrics = FleetMetrics(self.fleet, self.feed)
 
     async def start(self) -> None:
         # The stored history first: the first report after a restart continues from it.
@@ -200,4 +203,7 @@ class DashboardService:
         guard_api_docs(app, self.access)
 
     def app(self) -> FastAPI:
-        return service_app("Flumph dashboard", self)
+        app = service_app("Flumph dashboard", self)
+        # Not in add_routes: `flumph up` serves every component's metrics on one /metrics.
+        add_metrics_route(app, [self.metrics], self.access.guard)
+        return app

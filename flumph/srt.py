@@ -551,6 +551,9 @@ class SrtStats:
     acks_received: int = 0
     naks_sent: int = 0
     naks_received: int = 0
+    # Retransmitted packets this receiver got. libsrt keeps it only per interval (pktRcvRetrans,
+    # since the last stats(clear=True)): a total as long as nobody clears.
+    packets_retransmitted_received: int = 0
 
     @classmethod
     def from_bstats(cls, perf: _BStats) -> SrtStats:
@@ -586,6 +589,7 @@ class SrtStats:
             acks_received=perf.pktRecvACKTotal,
             naks_sent=perf.pktSentNAKTotal,
             naks_received=perf.pktRecvNAKTotal,
+            packets_retransmitted_received=perf.pktRcvRetrans,
         )
 
 

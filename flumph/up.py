@@ -2,7 +2,8 @@
 
 The embedded MQTT broker, the ingest and the dashboard (fleet service) share one event loop and
 one FastAPI app; their paths do not overlap, so the app is served on the ingest's port (8080) and
-the dashboard's (8000) alike and every documented path answers on both. ``--demo`` also runs a
+the dashboard's (8000) alike and every documented path answers on both. ``/metrics`` carries the
+three components' Prometheus metrics together, behind the dashboard's login. ``--demo`` also runs a
 device agent on the synthetic camera as a child process, exactly as a device would run it
 (MQTT control, SRT media), so the dashboard has a live camera at once.
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from flumph.dashboard.service import DashboardConfig, DashboardService
     from flumph.dashboard.usage_store import UsageStoreError, check_state_dir
     from flumph.ingest.service import IngestConfig, IngestService
+    from flumph.metricsroute import MetricsSource, add_metrics_route
     from flumph.serviceapp import run_on_server_loop
 
     ns = parse_args(argv)
@@ -209,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     app = FastAPI(title="Flumph", lifespan=lifespan)
     ingest.add_routes(app)
     dashboard.add_routes(app)
+    # One /metrics for the three, behind the dashboard's login (see flumph.broker.metrics).
+    sources: list[MetricsSource] = [broker.metrics, ingest.metrics, dashboard.metrics]
+    add_metrics_route(app, sources, dashboard.access.guard)
     ports = [ns.port] if ns.dashboard_port == ns.port else [ns.port, ns.dashboard_port]
     server = _Server(
         app,

@@ -208,7 +208,7 @@ async def _serve_viewer(ws: WebSocket, stream: Stream, view: Viewer) -> None:
             if isinstance(payload, bytes):
                 await ws.send_bytes(payload)
                 if t_in:
-                    stream.added_latency.append(time.monotonic() - t_in)
+                    stream.record_latency(time.monotonic() - t_in)
             else:
                 await ws.send_text(payload)
 

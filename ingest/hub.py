@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .latency import LatencyHistogram
+
 log = logging.getLogger("flumph.ingest.hub")
 
 Source = Literal["srt", "ws"]
@@ -169,6 +171,17 @@ class Stream:
         self.grace_handle: asyncio.TimerHandle | None = None
         # Frame in (last SRT byte) -> written to a viewer's WebSocket, seconds; bounded sample.
         self.added_latency: collections.deque[float] = collections.deque(maxlen=2048)
+        self.latency = LatencyHistogram()  # the same, every frame, for /metrics
+        self.dropped_by_departed = 0  # frames skipped for viewers that have left
+
+    def record_latency(self, seconds: float) -> None:
+        self.added_latency.append(seconds)
+        self.latency.observe(seconds)
+
+    @property
+    def viewer_frames_dropped(self) -> int:
+        """Frames skipped for slow viewers since the stream began, departed viewers included."""
+        return self.dropped_by_departed + sum(v.dropped_total for v in self.viewers)
 
     # --- called on the event loop by publishers -------------------------------------------------
     def publish_init(self, init: MediaInit) -> None:
@@ -396,6 +409,7 @@ class Hub:
     def remove_viewer(self, stream: Stream, viewer: Viewer) -> None:
         if viewer in stream.viewers:
             stream.viewers.discard(viewer)
+            stream.dropped_by_departed += viewer.dropped_total
             if not stream.ended:
                 self._viewers_changed(stream.id, len(stream.viewers))
         if not stream.publisher_connected and not stream.viewers and not stream.ended:

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from flumph import auth, srt
 from flumph.config import StrictModel
+from flumph.metricsroute import add_metrics_route
 from flumph.mqtt import MqttSettings
 from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
 from flumph.serviceapp import service_app
@@ -21,6 +22,7 @@ from .app import TokenGate, add_preview_routes, add_relay_routes
 from .budget_notice import BudgetNotices
 from .demand import DemandPublisher
 from .hub import Hub
+from .metrics import IngestMetrics
 from .srt_ingest import SrtIngest
 
 log = logging.getLogger("flumph.ingest")
@@ -123,6 +125,8 @@ class IngestService:
         self.demand: DemandPublisher | None = None
         # Waiting viewers told about a used-up data budget (needs MQTT: follows reported).
         self.budget: BudgetNotices | None = None
+        self.metrics = IngestMetrics(self.hub, lambda: self.srt_handler)
+        self.gate = TokenGate(cfg.auth_secret)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -160,7 +164,7 @@ class IngestService:
             await asyncio.to_thread(self.demand.stop)
 
     def add_routes(self, app: FastAPI) -> None:
-        gate = TokenGate(self.cfg.auth_secret)
+        gate = self.gate
         add_relay_routes(app, self.hub, gate, notices=self._budget_notice)
         add_preview_routes(app)
 
@@ -175,4 +179,7 @@ class IngestService:
         return self.budget.notice(stream_id) if self.budget is not None else None
 
     def app(self) -> FastAPI:
-        return service_app("Flumph ingest", self)
+        app = service_app("Flumph ingest", self)
+        # Not in add_routes: `flumph up` serves every component's metrics on one /metrics.
+        add_metrics_route(app, [self.metrics], self.gate.require_http)
+        return app

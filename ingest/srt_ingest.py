@@ -70,10 +70,12 @@ class SrtIngest(srt.SrtServerHandler):
         self.last_demuxer: dict[str, LiveDemuxer] = {}  # touched only by the srt-epoll thread
         # Bounded record of recent refusals, for /api/errors and the tests.
         self.errors: deque[RejectRecord] = deque(maxlen=100)
+        self.refused_total = 0
 
     def _record(self, peer: tuple[str, int] | str, stream_id: str, reason: str) -> None:
         p = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else peer
         self.errors.append(RejectRecord(time.time(), p, stream_id, reason))
+        self.refused_total += 1
         log.warning("SRT publisher %s (%s) refused: %s", p, stream_id or "-", reason)
 
     # --- libsrt listen callback thread ---------------------------------------------------------
