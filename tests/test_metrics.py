@@ -1,7 +1,8 @@
 """``/metrics`` read with Prometheus' own text-format parser (prometheus_client.parser) from real
 processes: `flumph ingest` with an ffmpeg SRT publisher and a WebSocket viewer, `flumph dashboard`
-on mosquitto with devices speaking the contract, `flumph broker --metrics-port` with paho clients,
-and `flumph up --demo` (all three on one route) behind its password."""
+on mosquitto with devices speaking the contract, `flumph broker --metrics-port` with paho clients.
+`flumph up` (all three on one route, behind its password) scraped by a real Prometheus:
+tests/test_metrics_prometheus.py."""
 
 from __future__ import annotations
 
@@ -259,52 +260,3 @@ def test_broker_metrics_port_in_use_is_an_error(tmp_path: Path) -> None:
         finally:
             if broker is not None:
                 broker.stop()
-
-
-# --- flumph up: the three on one route, behind the dashboard's password ---------------------
-
-
-async def test_up_serves_every_components_metrics_behind_its_password(tmp_path: Path) -> None:
-    from tests.test_dashboard_page import start_up_demo
-
-    password = "metrics-password-1"
-    b = await asyncio.to_thread(start_up_demo, tmp_path, {"FLUMPH_DASHBOARD_PASSWORD": password})
-    try:
-        async with httpx.AsyncClient(base_url=b.dash, timeout=10) as http:
-            r = await http.get("/metrics")
-            assert r.status_code == 401, r.text
-            login = await http.post("/api/login", json={"password": password})
-            token = login.json()["token"]
-            bearer = {"Authorization": f"Bearer {token}"}
-            viewer_token = (await http.get("/api/viewer-token", headers=bearer)).json()["token"]
-
-            async def demo_frames() -> float:
-                page = Scrape((await http.get("/metrics", headers=bearer)).text)
-                return page.value("flumph_ingest_stream_frames_total", stream="demo") or 0
-
-            deadline = time.monotonic() + 90
-            while await demo_frames() < 1:
-                assert time.monotonic() < deadline, b.logs()
-                await asyncio.sleep(0.5)
-            ws = b.dash.replace("http://", "ws://")
-            viewer = asyncio.create_task(
-                watch(ws, f"demo?token={viewer_token}", subscribe_id="demo", seconds=5,
-                      until_ended=False)
-            )  # fmt: skip
-            await asyncio.sleep(3)
-            r = await http.get("/metrics", headers=bearer)
-            got = await viewer
-    finally:
-        await asyncio.to_thread(b.stop)
-    assert got.binaries, got.texts
-    assert r.status_code == 200
-    page = Scrape(r.text)
-    page.check_conventions()
-    assert page.value("flumph_broker_up") == 1
-    clients = page.value("flumph_broker_clients")
-    assert clients is not None and clients >= 3  # fleet, ingest demand, demo agent
-    assert page.value("flumph_ingest_stream_viewers", stream="demo") == 1
-    assert page.value("flumph_ingest_stream_info", stream="demo", codec="av1", source="srt") == 1
-    assert page.value("flumph_fleet_mqtt_connected") == 1
-    assert page.value("flumph_device_online", device="demo") == 1
-    assert page.value("flumph_device_streaming", device="demo") == 1
