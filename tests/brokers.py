@@ -309,3 +309,62 @@ class Probe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class MosquittoSub:
+    """mosquitto_sub -d -v as ``user`` on ``topics``: every line kept, PUBLISHes with the header
+    that shows their QoS and retain flag (``q1, r0``), the SUBACK lines (``Subscribed ...: 128``
+    when refused)."""
+
+    def __init__(self, broker: Broker, user: str | None, *topics: str) -> None:
+        import threading
+
+        args = [a for t in topics for a in ("-t", t)]
+        # stdbuf: mosquitto_sub's stdout is block-buffered into a pipe.
+        cmd = ["stdbuf", "-oL", "mosquitto_sub", *broker.cli_auth(user), "-d", "-v", "-q", "1",
+               *args]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.subacks: list[str] = []
+        self.subscribed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert self.subscribed.wait(15), "mosquitto_sub did not subscribe"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("Subscribed"):
+                self.subacks.append(line)
+                self.subscribed.set()
+            self.lines.append(line)
+
+    def messages(self) -> list[tuple[str, str, str]]:
+        """(header, topic, payload) of every PUBLISH received so far."""
+        out, header = [], ""
+        for line in list(self.lines):
+            if "received PUBLISH" in line:
+                header = line
+            elif header and " " in line and not line.startswith("Client "):
+                topic, _, payload = line.partition(" ")
+                out.append((header, topic, payload))
+                header = ""
+        return out
+
+    def publishes(self, topic: str, n: int, timeout: float = 15) -> list[tuple[str, str]]:
+        """(header, payload) of the first ``n`` messages on ``topic``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = [(h, p) for h, t, p in self.messages() if t == topic]
+            if len(got) >= n:
+                return got[:n]
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {n} messages on {topic}:\n" + "\n".join(self.lines))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

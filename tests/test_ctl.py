@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from flumph.control import Topics
 from flumph.ctl import main as ctl_main
-from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, start_mosquitto
+from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, MosquittoSub, start_mosquitto
 from tests.conftest import free_port
 from tests.test_fleet_service import USERS, FakeDevice, start_dashboard
 
@@ -66,48 +65,9 @@ def devices(broker: Broker) -> Iterator[Callable[..., FakeDevice]]:
         d.close()
 
 
-class Sub:
-    """mosquitto_sub in debug mode, so that we know when its subscription is in place."""
-
-    def __init__(self, broker: Broker, topic: str) -> None:
-        # stdbuf: mosquitto_sub's stdout is block-buffered into a pipe.
-        cmd = ["stdbuf", "-oL", "mosquitto_sub", *broker.cli_auth(OPS_USER), "-d", "-v",
-               "-q", "1", "-t", topic]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.subscribed = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        assert self.subscribed.wait(15), "mosquitto_sub did not subscribe"
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("Subscribed"):
-                self.subscribed.set()
-            self.lines.append(line.rstrip("\n"))
-
-    def publishes(self, topic: str, n: int, timeout: float = 15) -> list[tuple[str, str]]:
-        """(header, payload) of the first ``n`` messages on ``topic``; the header shows r0/r1."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out, header = [], ""
-            for line in list(self.lines):
-                if "received PUBLISH" in line:
-                    header = line
-                elif line.startswith(topic + " "):
-                    out.append((header, line[len(topic) + 1 :]))
-            if len(out) >= n:
-                return out[:n]
-            time.sleep(0.05)
-        raise AssertionError(f"fewer than {n} messages on {topic}:\n" + "\n".join(self.lines))
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+def Sub(broker: Broker, topic: str) -> MosquittoSub:
+    """mosquitto_sub as the ops account."""
+    return MosquittoSub(broker, OPS_USER, topic)
 
 
 # --- exit codes for bad input (checked before any connection: the URL is never reached) -----

@@ -5,8 +5,6 @@ answers read with mosquitto_sub by the ops account and by device accounts (ACL).
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,64 +12,16 @@ from collections.abc import Iterator
 import pytest
 
 from flumph.control import Topics
-from tests.brokers import OPS_USER, Broker
+from tests.brokers import OPS_USER, MosquittoSub
 from tests.test_fleet_service import Stack, stack  # noqa: F401  (module fixture: both brokers)
 
 T = Topics()
 
 
-class Sub:
-    """mosquitto_sub -d -v as ``user``: records (header, topic, payload) per PUBLISH received."""
-
-    def __init__(self, broker: Broker, user: str, *topics: str) -> None:
-        args = [a for t in topics for a in ("-t", t)]
-        # stdbuf: mosquitto_sub's stdout is block-buffered into a pipe.
-        cmd = ["stdbuf", "-oL", "mosquitto_sub", *broker.cli_auth(user), "-d", "-v", "-q", "1",
-               *args]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.subacks: list[str] = []
-        self.subscribed = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        assert self.subscribed.wait(15), "mosquitto_sub did not subscribe"
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith("Subscribed"):
-                self.subacks.append(line)
-                self.subscribed.set()
-            self.lines.append(line)
-
-    def messages(self) -> list[tuple[str, str, str]]:
-        out, header = [], ""
-        for line in list(self.lines):
-            if "received PUBLISH" in line:
-                header = line
-            elif header and " " in line and not line.startswith("Client "):
-                topic, _, payload = line.partition(" ")
-                out.append((header, topic, payload))
-                header = ""
-        return out
-
+class Sub(MosquittoSub):
     def wait(self, topic: str, n: int = 1, timeout: float = 15) -> list[tuple[str, dict]]:
         """(header, JSON payload) of the first ``n`` messages on ``topic``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [(h, json.loads(p)) for h, t, p in self.messages() if t == topic]
-            if len(got) >= n:
-                return got[:n]
-            time.sleep(0.05)
-        raise AssertionError(f"fewer than {n} answers on {topic}:\n" + "\n".join(self.lines))
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        return [(h, json.loads(p)) for h, p in self.publishes(topic, n, timeout)]
 
 
 @pytest.fixture
