@@ -12,9 +12,11 @@ but an id seen only on ``set`` or ``desired`` counts in the totals, not as a ser
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import get_args
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from flumph.control import Budget, BudgetState
 
 from .api import EventFeed
 from .fleet import DeviceState, Fleet
@@ -25,14 +27,18 @@ PRESENCE = {"online": "online", "offline": "offline", "offline (silent)": "silen
             "unknown": "unknown"}  # fmt: skip
 
 
-def _budget(dev: DeviceState) -> Any:
-    """The device's data budget document, once the agent reports one (Reported/Telemetry
-    ``budget``, added by the data-budget work); None before."""
-    for doc in (dev.reported, dev.telemetry):
-        budget = getattr(doc, "budget", None)
-        if budget is not None:
-            return budget
-    return None
+BUDGET_STATES: tuple[BudgetState, ...] = get_args(BudgetState)
+
+
+def _budget(dev: DeviceState) -> Budget | None:
+    """The device's data budget as it last reported it (telemetry, or reported if newer)."""
+    rep, tel = dev.reported, dev.telemetry
+    from_tel = tel.budget if tel is not None else None
+    if rep is None or rep.budget is None:
+        return from_tel
+    if from_tel is None or (dev.reported_at or 0) >= (dev.telemetry_at or 0):
+        return rep.budget
+    return from_tel
 
 
 class FleetMetrics:
@@ -118,11 +124,14 @@ class FleetMetrics:
         loss = gauge("srt_loss_ratio", "SRT packet loss the device measures (0-1)")
         retrans = counter("srt_retransmitted_packets", "SRT packets the device retransmitted")
         used = gauge("data_used_bytes", "Bytes the device sent and received this period")
-        budget_bytes = gauge("data_budget_bytes", "The device's data budget for this period")
+        budget_bytes = gauge(
+            "data_budget_bytes", "The device's data budget for this period, grants included"
+        )
         budget_state = GaugeMetricFamily(
-            "flumph_device_budget_state", "1 for the device's budget state",
+            "flumph_device_budget_state", "1 for the device's budget state, 0 for the others",
             labels=["device", "state"],
         )  # fmt: skip
+        resets = gauge("budget_reset_timestamp_seconds", "When the device's budget period ends")
         bad = counter("bad_messages", "Malformed messages received from or about the device")
         for dev in devices:
             d = [dev.device_id]
@@ -154,13 +163,21 @@ class FleetMetrics:
                 if link.retransmits is not None:
                     retrans.add_metric(d, link.retransmits)
             usage = tel.usage if tel is not None else None
+            budget = _budget(dev)
             if usage is not None:
                 used.add_metric(d, usage.bytes_sent + usage.bytes_received)
-                if usage.budget_bytes is not None:
-                    budget_bytes.add_metric(d, usage.budget_bytes)
-            budget = _budget(dev)
+            elif budget is not None:
+                used.add_metric(d, budget.used_bytes)
             if budget is not None:
-                budget_state.add_metric([dev.device_id, str(budget.state)], 1)
+                if budget.budget_bytes is not None:
+                    budget_bytes.add_metric(d, budget.budget_bytes + budget.allowance_bytes)
+                for state in BUDGET_STATES:
+                    budget_state.add_metric(
+                        [dev.device_id, state], 1 if budget.state == state else 0
+                    )
+                resets.add_metric(d, budget.resets_at)
+            elif usage is not None and usage.budget_bytes is not None:
+                budget_bytes.add_metric(d, usage.budget_bytes)
             bad.add_metric(d, dev.errors)
         yield from (online, streaming, seen, desired_v, applied_v, error, fps, rate, rtt, loss)
-        yield from (retrans, used, budget_bytes, budget_state, bad)
+        yield from (retrans, used, budget_bytes, budget_state, resets, bad)

@@ -6,13 +6,16 @@ answer carrying our token is ours, whatever else other tools send at the same ti
 told not to wait, the device must report ``applied_v`` ≥ ``v`` on ``reported``. Early ends, each
 with its reason: the patch was rejected; the device is offline (its retained ``status``: the
 version waits in ``desired`` until it reconnects); the device reported an error without applying
-``v`` (a fresh ``reported``, not the retained one from before our patch).
+``v`` (a fresh ``reported``, not the retained one from before our patch; it may arrive before the
+backend's answer, which travels another connection; an error that names another version,
+``desired v6: …``, is not about ours).
 
 No network and no clock here: :class:`SetWait` is fed messages and says when it is done.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from flumph.control import (
@@ -24,6 +27,8 @@ from flumph.control import (
     TopicKind,
     decode,
 )
+
+_NAMED_VERSION = re.compile(r"\bdesired v(\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class SetWait:
         self.v: int | None = None  # the version our patch became
         self.applied_v: int | None = None
         self.offline = False
-        self.device_error: str | None = None  # from a reported received after our answer
+        self.device_error: str | None = None  # from the last reported since we subscribed
 
     def feed(self, kind: TopicKind, payload: bytes, retained: bool) -> Outcome | None:
         try:
@@ -65,7 +70,7 @@ class SetWait:
         elif kind == "reported" and payload:
             rep = decode(Reported, payload)
             self.applied_v = rep.applied_v
-            if not retained and self.v is not None and rep.error:
+            if not retained:
                 self.device_error = rep.error
         else:
             return None
@@ -79,7 +84,7 @@ class SetWait:
             return Outcome(True, f"accepted as v{v} (not waiting for {self.device_id})")
         if self.applied_v is not None and self.applied_v >= v:
             return Outcome(True, f"{self.device_id} applied v{v}")
-        if self.device_error is not None:
+        if self.device_error is not None and self._about(self.device_error, v):
             return Outcome(False, f"{self.device_id} did not apply v{v}: {self.device_error}")
         if self.offline:
             return Outcome(
@@ -88,6 +93,11 @@ class SetWait:
                 "reconnects (--no-wait does not wait for the device)",
             )
         return None
+
+    @staticmethod
+    def _about(error: str, v: int) -> bool:
+        named = _NAMED_VERSION.search(error)
+        return named is None or int(named.group(1)) == v
 
     def timed_out(self, timeout_s: float) -> Outcome:
         """The reason to give when nothing decided within ``timeout_s``."""

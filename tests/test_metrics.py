@@ -155,6 +155,9 @@ def test_fleet_metrics_per_known_device(tmp_path: Path) -> None:
             srt={"rtt_ms": 42.0, "loss_pct": 1.5, "retransmits": 7},
             usage={"month": "2026-12", "bytes_sent": 1_000_000, "bytes_received": 20_000,
                    "budget_bytes": 500_000_000},
+            budget={"state": "warn", "used_bytes": 1_020_000, "budget_bytes": 1_000_000,
+                    "allowance_bytes": 200_000, "period_start": 1_764_547_200.0,
+                    "resets_at": 1_767_225_600.0},
         )  # fmt: skip
         idle.birth()
         idle.publish(
@@ -191,7 +194,11 @@ def test_fleet_metrics_per_known_device(tmp_path: Path) -> None:
     assert page.value("flumph_device_srt_loss_ratio", **c1) == 0.015
     assert page.value("flumph_device_srt_retransmitted_packets_total", **c1) == 7
     assert page.value("flumph_device_data_used_bytes", **c1) == 1_020_000
-    assert page.value("flumph_device_data_budget_bytes", **c1) == 500_000_000
+    assert page.value("flumph_device_data_budget_bytes", **c1) == 1_200_000  # with the grant
+    assert page.value("flumph_device_budget_state", state="warn", **c1) == 1
+    assert page.value("flumph_device_budget_state", state="ok", **c1) == 0
+    assert page.value("flumph_device_budget_reset_timestamp_seconds", **c1) == 1_767_225_600
+    assert page.value("flumph_device_budget_state", **c2) is None  # no budget reported
     assert page.value("flumph_device_desired_version", **c1) == 1
     assert page.value("flumph_device_applied_version", **c2) == 0
     assert page.value("flumph_fleet_devices", presence="online") == 2

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ T = Topics()
 
 
 class Sub(MosquittoSub):
-    def wait(self, topic: str, n: int = 1, timeout: float = 15) -> list[tuple[str, dict]]:
+    def wait(self, topic: str, n: int = 1, timeout: float = 15) -> list[tuple[str, dict[str, Any]]]:
         """(header, JSON payload) of the first ``n`` messages on ``topic``."""
         return [(h, json.loads(p)) for h, p in self.publishes(topic, n, timeout)]
 

@@ -32,7 +32,9 @@ def test_rejections_of_others_are_not_ours() -> None:
     w = SetWait("cam1", "tok")
     assert w.feed("set/rejected", msg(error="fps: bad", client_token=None), False) is None
     assert w.feed("set/rejected", msg(error="fps: bad", client_token="x"), False) is None
-    out = w.feed("set/rejected", msg(error="codec: no", fields=["codec"], client_token="tok"), 0)
+    out = w.feed(
+        "set/rejected", msg(error="codec: no", fields=["codec"], client_token="tok"), False
+    )
     assert out is not None and not out.ok
     assert out.message == "cam1 refused the patch: codec: no"
 
@@ -52,6 +54,20 @@ def test_a_fresh_device_error_ends_it_a_retained_one_does_not() -> None:
     out = w.feed("reported", msg(applied_v=1, error="desired v2: cannot apply codec"), False)
     assert out is not None and not out.ok
     assert out.message == "cam1 did not apply v2: desired v2: cannot apply codec"
+
+
+def test_a_device_error_may_come_before_the_answer_and_must_be_about_our_version() -> None:
+    w = SetWait("cam1", "tok")
+    assert w.feed("reported", msg(applied_v=1, error="desired v2: no encoder"), False) is None
+    out = w.feed("set/accepted", msg(v=2, patch={}, client_token="tok"), False)
+    assert (
+        out is not None and not out.ok and "did not apply v2: desired v2: no encoder" in out.message
+    )
+    w = SetWait("cam1", "tok")
+    assert w.feed("reported", msg(applied_v=1, error="desired v2: no encoder"), False) is None
+    # Another tool's v2 failed; ours is v3, still to come.
+    assert w.feed("set/accepted", msg(v=3, patch={}, client_token="tok"), False) is None
+    assert w.feed("reported", msg(applied_v=3), False).ok  # type: ignore[union-attr]
 
 
 def test_malformed_messages_are_ignored_and_timeouts_explain() -> None:
