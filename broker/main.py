@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-port",
         type=int,
-        help=f"serve Prometheus /metrics on this HTTP port ({d('metrics_port')}: off)",
+        help="serve Prometheus /metrics on this HTTP port (default: off)",
     )
     p.add_argument("--metrics-host", help=f"bind address of --metrics-port ({d('metrics_host')})")
     p.add_argument("--log-level", choices=LOG_LEVELS)
