@@ -30,7 +30,12 @@ Commands: ``keyframe`` (refused while not streaming), ``snapshot`` (see :mod:`.s
 picture is published retained on ``<p>/<dev>/snapshot`` before the ack, so whoever waits for the
 ack finds it), ``restart`` (stops and starts the pipeline in this process: camera, encoder and SRT
 connection are opened afresh, which is what recovers a wedged camera or link; restarting the
-process is the service manager's job). A command that cannot be parsed is acked with the problem,
+process is the service manager's job), ``grant`` (``{"id", "mb"}``: a one-shot data allowance for
+this budget period; a stream the budget had stopped starts again at once). With the data budget
+used up, ``restart`` and ``snapshot`` are refused on ``ack`` with the reason in words, and a
+``desired`` that asks for streaming is applied but not honoured until there is room again
+(``reported.budget`` says why; see :mod:`.budgetguard`). Every byte of this connection counts
+against the budget (:mod:`.mqttmeter`). A command that cannot be parsed is acked with the problem,
 with id "" when no id could be read from it. A retained command is refused: it would replay on
 every reconnect.
 
@@ -57,14 +62,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flumph import __version__
+from flumph.agent.budget import mqtt_publish_cost
+from flumph.agent.mqttmeter import MqttMeter
 from flumph.agent.pipeline import MIN_RATE_SPAN_S
 from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH, encode_snapshot
 from flumph.agent.transport import PAYLOAD_SIZE
 from flumph.control import (
     CONTRACT_VERSION,
     Ack,
-    Command,
     ContractError,
+    Grant,
     LinkStats,
     Message,
     Reported,
@@ -72,8 +79,7 @@ from flumph.control import (
     Status,
     Telemetry,
     Topics,
-    Usage,
-    decode,
+    decode_command,
     decode_desired,
 )
 from flumph.mqtt import MqttSettings, make_client
@@ -164,6 +170,7 @@ class AgentControl:
         self.connects = 0
         self.stale_ignored = 0  # desired documents not newer than the applied one
         self._reported = b""
+        self._reported_streaming = False
         self._reported_lock = threading.Lock()
         self._cond = threading.Condition()
         self._desired: bytes | None = None
@@ -172,6 +179,7 @@ class AgentControl:
         self._source_measured = True  # reported.source carries the measured rates (or no source)
         self._commands: deque[tuple[str, bytes, bool]] = deque()
         self._telemetry_due = 0.0
+        self._budget_changed = False
         self._stopping = False
         self._sample = _Sample(time.monotonic(), streaming=False)
         self._thread = threading.Thread(target=self._run, name="agent-control", daemon=True)
@@ -190,6 +198,13 @@ class AgentControl:
             self._client, url=mqtt.url, host=mqtt.host, port=mqtt.port, log=log, flag="--mqtt"
         )
         pipeline.on_fault = self._on_pipeline_fault
+        # Every byte of the control connection counts against the data budget (mqttmeter.py).
+        self.meter = MqttMeter(pipeline.usage, tls=mqtt.tls)
+        self.meter.attach(self._client)
+        self.budget = pipeline.budget
+        self.budget.add_pending(self.meter.pending)
+        self.budget.pollers.append(self.meter.poll)
+        self.budget.listeners.append(self._on_budget_change)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -242,7 +257,12 @@ class AgentControl:
         self.connects += 1
         t, dev = self.topics, self.device_id
         client.subscribe([(t.desired(dev), 1), (t.cmd_all(dev), 1)])
-        birth = Status(state="online", agent=__version__, contract=CONTRACT_VERSION).payload()
+        birth = Status(
+            state="online",
+            agent=__version__,
+            contract=CONTRACT_VERSION,
+            usage=self.budget.usage_view(),
+        ).payload()
         client.publish(t.status(dev), birth, qos=1, retain=True)
         with self._reported_lock:
             reported = self._reported
@@ -303,6 +323,7 @@ class AgentControl:
                     and self._desired is None
                     and not self._commands
                     and self._fault is None
+                    and not self._budget_changed
                 ):
                     wait = self._telemetry_due - time.monotonic()
                     if wait <= 0:
@@ -313,9 +334,12 @@ class AgentControl:
                 desired, self._desired = self._desired, None
                 command = self._commands.popleft() if self._commands else None
                 fault, self._fault = self._fault, None
+                budget_changed, self._budget_changed = self._budget_changed, False
             try:
                 if fault is not None:
                     self._report_fault(fault[0])
+                if budget_changed:
+                    self._follow_budget()
                 if desired is not None:
                     self._handle_desired(desired)
                 if command is not None:
@@ -376,7 +400,7 @@ class AgentControl:
 
     def _handle_command(self, name: str, payload: bytes, retained: bool) -> None:
         try:
-            command = decode(Command, payload)
+            command = decode_command(name, payload)
         except ContractError as e:
             command_id = salvage_command_id(payload)
             note = "" if command_id else '; no id could be read, so this ack carries id ""'
@@ -396,6 +420,8 @@ class AgentControl:
                 self._snapshot()
             elif name == "restart":
                 self._restart()
+            elif name == "grant" and isinstance(command, Grant):
+                self._grant(command.mb)
             else:  # the contract knows more commands than this agent
                 raise CommandError(f"this agent does not implement cmd/{name}")
         except Exception as e:
@@ -405,12 +431,32 @@ class AgentControl:
             return
         self._ack(command.id, None)
 
+    def _on_budget_change(self) -> None:
+        """From the budget watch: state, cap, limit or streaming changed; report on this thread."""
+        with self._cond:
+            self._budget_changed = True
+            self._cond.notify_all()
+
+    def _follow_budget(self) -> None:
+        was_streaming = self._reported_streaming
+        self._report(error=self.error)
+        if self.pipeline.streaming != was_streaming:
+            self._streaming_changed()
+
+    def _grant(self, mb: float) -> None:
+        self.budget.grant(mb)
+        self.pipeline.budget_resume()
+        self._follow_budget()
+
     def _keyframe(self) -> None:
         if not self.pipeline.streaming:
             raise CommandError("not streaming: there is no stream to put a keyframe in")
         self.pipeline.request_keyframe()
 
     def _snapshot(self) -> None:
+        refusal = self.budget.refusal()
+        if refusal is not None:
+            raise CommandError(f"no snapshot: {refusal}")
         frame = self.pipeline.snapshot_frame()
         snap = encode_snapshot(
             frame, max_width=self.snapshot_max_width, max_bytes=self.snapshot_max_bytes
@@ -418,6 +464,13 @@ class AgentControl:
         if not self.connected:
             raise CommandError("not connected to the broker")
         topic = self.topics.snapshot(self.device_id)
+        cost = mqtt_publish_cost(len(topic.encode()), len(snap.data), tls=self.mqtt.tls)
+        if not self.budget.fits(cost):
+            raise CommandError(
+                f"no snapshot: its {len(snap.data)} bytes ({cost} on the wire) do not fit in "
+                "what is left of the data budget"
+            )
+        self.meter.charge_snapshot(len(topic.encode()), len(snap.data))
         self._client.publish(topic, snap.data, qos=1, retain=True)
         log.info(
             "snapshot %dx%d %s, %d bytes (%s)",
@@ -426,6 +479,8 @@ class AgentControl:
 
     def _restart(self) -> None:
         if not self.pipeline.streaming:
+            if self.pipeline.budget_blocked is not None:
+                raise CommandError(f"not streaming: {self.budget.refusal() or 'data budget'}")
             log.info("restart: not streaming, nothing to restart")
             return
         self.pipeline.stop()
@@ -461,9 +516,11 @@ class AgentControl:
             source=SourceReport.model_validate(source) if source is not None else None,
             notice=p.notice,
             error=self.error,
+            budget=self.budget.view(),
         ).payload()
         with self._reported_lock:
             self._reported = reported
+            self._reported_streaming = p.streaming
         return reported
 
     def _report(self, *, error: str | None) -> None:
@@ -504,15 +561,16 @@ class AgentControl:
         """
         now = time.monotonic()
         s = self.pipeline.status()
-        usage = Usage(
-            month=s["usage_month"],
-            bytes_sent=s["usage_wire_bytes_sent"],
-            bytes_received=s["usage_wire_bytes_received"],
-        )
+        usage = self.budget.usage_view()
+        view = self.budget.view()
+        # No budget: the usage says it all, in fewer bytes every 5 s.
+        budget = view if view.budget_bytes is not None else None
         streaming = bool(s["streaming"])
         previous, self._sample = self._sample, self._take_sample(now, streaming)
         if not streaming:
-            return Telemetry(streaming=False, usage=usage, heartbeat_s=self.heartbeat_interval_s)
+            return Telemetry(
+                streaming=False, usage=usage, budget=budget, heartbeat_s=self.heartbeat_interval_s
+            )
         settings = self.pipeline.settings
         fps = loss_pct = None
         span = now - previous.at
@@ -546,6 +604,7 @@ class AgentControl:
             frames_dropped=dropped,
             srt=link,
             usage=usage,
+            budget=budget,
         )
 
     def _send_telemetry(self) -> None:

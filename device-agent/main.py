@@ -6,7 +6,11 @@ table, a ``FLUMPH_AGENT_MQTT_<FIELD>`` variable or an ``--mqtt*`` flag, one name
 ``flumph.mqtt.MqttSettings`` (``--mqtt URL`` for the url), plus ``password_file`` /
 ``FLUMPH_AGENT_MQTT_PASSWORD_FILE`` / ``--mqtt-password-file`` (its first line is the password, so
 it stays out of the process list). Without it the agent streams only as its flags say. With it,
-``--stream`` is the state until the first ``desired`` arrives; from then on ``desired`` decides."""
+``--stream`` is the state until the first ``desired`` arrives; from then on ``desired`` decides.
+
+Test hook: ``FLUMPH_TEST_CLOCK_START=2027-01-31T23:59:50Z`` starts the data budget's clock (its
+periods and resets; nothing else) at that UTC instant, running at real speed from there, so tests
+and benchmarks cross a month boundary without waiting for one. Logged as a warning when set."""
 
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -37,6 +43,7 @@ ENV_PREFIX = "FLUMPH_AGENT_"
 MQTT_ENV_PREFIX = ENV_PREFIX + "MQTT_"
 MQTT_KEYS = (*MqttSettings.model_fields, "password_file")
 STATUS_LOG_INTERVAL_S = 30.0
+CLOCK_ENV = "FLUMPH_TEST_CLOCK_START"
 
 
 def default_state_dir() -> Path:
@@ -225,10 +232,28 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) ->
     )
 
 
+def budget_clock(environ: Mapping[str, str]) -> Callable[[], float]:
+    """The data budget's clock: wall time, or the test clock of ``FLUMPH_TEST_CLOCK_START``."""
+    value = environ.get(CLOCK_ENV)
+    if not value:
+        return time.time
+    try:
+        start = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        example = "2027-01-31T23:59:50Z"
+        raise ConfigError(f"{CLOCK_ENV}={value!r} is not an ISO time like {example}") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    offset = start.timestamp() - time.time()
+    log.warning("test clock: the data budget's time starts at %s", start.isoformat())
+    return lambda: time.time() + offset
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = _load(args)
+        clock = budget_clock(os.environ)
     except ConfigError as e:
         setup_logging("info", json_lines=args.log_json)
         log.error("%s", e)
@@ -250,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         passphrase=config.passphrase,
         backoff_base_s=config.reconnect_min_s,
         backoff_cap_s=config.reconnect_max_s,
+        clock=clock,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ from typing import Any
 
 import av
 
+from flumph.agent.budgetguard import BudgetGuard, BudgetWatch
 from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
 from flumph.agent.codedsource import plan
 from flumph.agent.copydecision import SourceInfo
@@ -65,7 +66,8 @@ class PipelineStats:
 
     def bitrate_kbps(self, now: float) -> float | None:
         """Encoded bits per second over the last frames, or None until they span long enough."""
-        window = [(t, n) for t, n in self.recent if now - t <= _RATE_WINDOW_S]
+        # list() copies in one C call: the encode thread appends while others read.
+        window = [(t, n) for t, n in list(self.recent) if now - t <= _RATE_WINDOW_S]
         if len(window) < 2 or window[-1][0] - window[0][0] < MIN_RATE_SPAN_S:
             return None
         span = window[-1][0] - window[0][0]
@@ -88,6 +90,7 @@ class Pipeline(CopyMode):
         selector: EncoderSelector | None = None,
         backoff_base_s: float = 0.25,
         backoff_cap_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         host, port = parse_ingest_url(ingest)
         self.device_id = device_id
@@ -95,7 +98,16 @@ class Pipeline(CopyMode):
         self._passphrase = passphrase
         self._source_spec = source
         self.settings = settings
-        self.usage = UsageStore(state_dir)
+        # The budget's clock (UTC wall time; injectable for tests, see main.CLOCK_ENV).
+        self.usage = UsageStore(state_dir, clock=clock, reset_day=settings.budget_reset_day)
+        # The guard reads the settings in force (self.settings) at every use.
+        self.budget = BudgetGuard(
+            self.usage, lambda: self.settings, clock, forwarding=lambda: self.copy is not None
+        )
+        self.budget_blocked: str | None = None  # why the settings' streaming=true is not honoured
+        self._watch: BudgetWatch | None = None
+        self._budget_hit = threading.Event()  # the send path refused: drop frames until stopped
+        self._encoder_kbps: int | None = None  # the open encoder's rate (the setting or the cap)
         self.selector = selector or EncoderSelector()
         self._backoff = (backoff_base_s, backoff_cap_s)
         self._apply_lock = threading.RLock()
@@ -127,15 +139,25 @@ class Pipeline(CopyMode):
     # --- control ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start streaming if the settings say so."""
+        """Start the budget watch, and streaming if the settings say so (and the budget lets)."""
         with self._apply_lock:
+            if self._watch is None:
+                self._watch = BudgetWatch(self.budget, self)
+                self._watch.start()
             if self.settings.streaming:
                 self._start_streaming()
 
     def stop(self) -> None:
         with self._apply_lock:
             self._stop_streaming()
-            self.usage.save(force=True)
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
+        self.usage.save(force=True)
+
+    @property
+    def watch(self) -> BudgetWatch | None:
+        return self._watch
 
     def apply(self, settings: StreamSettings, *, ingest: str | None = None) -> None:
         """Change settings (and optionally the ingest URL) without restarting the process.
@@ -155,6 +177,7 @@ class Pipeline(CopyMode):
             if not self._running:
                 previous = self.settings, self._host, self._port
                 self.settings, self._host, self._port = settings, host, port
+                self.budget_blocked = None
                 if settings.streaming:
                     try:
                         self._start_streaming()
@@ -166,9 +189,11 @@ class Pipeline(CopyMode):
             if not settings.streaming:
                 self._stop_streaming()
                 self.settings, self._host, self._port = settings, host, port
+                self.budget_blocked = None
                 return
             if any(getattr(old, k) != getattr(settings, k) for k in ENCODER_KEYS):
-                choice = self.selector.open(settings)  # raises before anything changed
+                choice = self.selector.open(self._capped(settings))  # raises before any change
+                self._encoder_kbps = choice.encoder.settings.bitrate_kbps
                 self._remember_choice(choice)
                 with self._swap_lock:
                     stale, self._pending_encoder = self._pending_encoder, choice.encoder
@@ -242,14 +267,31 @@ class Pipeline(CopyMode):
         return SrtPublisher(
             self._destination(),
             usage=self.usage,
+            budget=self.budget,
             frames_per_burst=self.settings.frames_per_burst,
             backoff_base_s=self._backoff[0],
             backoff_cap_s=self._backoff[1],
         )
 
+    def _capped(self, settings: StreamSettings) -> StreamSettings:
+        """The settings the encoder opens with: the bitrate held to the pacing cap."""
+        kbps = self.budget.encoder_kbps(settings)
+        if kbps == settings.bitrate_kbps:
+            return settings
+        return settings.model_copy(update={"bitrate_kbps": kbps})
+
     def _start_streaming(self) -> None:
         if self._running:
             return
+        why = self.budget.refusal()
+        if why is not None:
+            # The wish (settings.streaming) stays; the budget watch starts when there is room.
+            if self.budget_blocked is None:
+                log.warning("not streaming: %s", why)
+            self.budget_blocked = why
+            return
+        self.budget_blocked = None
+        self._budget_hit.clear()
         self._start_workers()
         self._watchdog = self._new_watchdog()
         self._watchdog.start()
@@ -259,9 +301,11 @@ class Pipeline(CopyMode):
         chosen = plan(self.settings, self._source_spec, self.source_info)
         self.mode_reason, self.source_info = chosen.reason, chosen.info or self.source_info
         if chosen.source is not None:
+            self._encoder_kbps = None  # no encoder: nothing for pacing to move
             self._start_forwarding(chosen.source)
             return
-        choice = self.selector.open(self.settings)
+        choice = self.selector.open(self._capped(self.settings))
+        self._encoder_kbps = choice.encoder.settings.bitrate_kbps
         self._remember_choice(choice)
         try:
             source = self._open_source()
@@ -314,6 +358,46 @@ class Pipeline(CopyMode):
         if stale is not None:
             stale.close()
 
+    # --- driven by the budget watch (see budgetguard.BudgetWatch) -----------------------------
+
+    def budget_stop(self, why: str) -> None:
+        """The period's budget is used up: stop, keeping ``settings.streaming`` as the wish."""
+        with self._apply_lock:
+            if self._running:
+                log.warning("stopping the stream: %s", why)
+                self._stop_streaming()
+                self.usage.save(force=True)
+            self.budget_blocked = why
+
+    def budget_resume(self) -> bool:
+        """Start again if the settings want a stream the budget had refused; True if started."""
+        with self._apply_lock:
+            if self._running or self.budget_blocked is None or not self.settings.streaming:
+                return False
+            try:
+                self._start_streaming()
+            except Exception as e:
+                self.error = f"streaming did not start again after the budget allowed it: {e}"
+                log.error("%s", self.error)
+                self.budget_blocked = None
+            return self._running
+
+    def budget_retarget(self, kbps: int) -> None:
+        """Move the running encoder to ``kbps`` (the pacing cap, or back to the setting)."""
+        with self._apply_lock:
+            if not self._running:
+                return
+            choice = self.selector.open(self.settings.model_copy(update={"bitrate_kbps": kbps}))
+            self._encoder_kbps = kbps
+            self._remember_choice(choice)
+            with self._swap_lock:
+                stale, self._pending_encoder = self._pending_encoder, choice.encoder
+            if stale is not None:
+                stale.close()
+
+    def encoder_kbps_now(self) -> int | None:
+        return self._encoder_kbps if self._running else None
+
     # --- the encode thread --------------------------------------------------------------------
 
     def _encode_loop(self, encoder: VideoEncoder) -> None:
@@ -341,6 +425,8 @@ class Pipeline(CopyMode):
             if captured is None:
                 continue
             self.latest_capture = captured
+            if self._budget_hit.is_set():
+                continue  # no room left: encode nothing until the watch has stopped the stream
             generation = publisher.generation()
             if generation is None:
                 self.stats.frames_dropped_offline += 1
@@ -374,6 +460,8 @@ class Pipeline(CopyMode):
                 sent = publisher.send_frame(data, generation, new_document=new_document)
                 now = time.monotonic()
                 if not sent:
+                    if publisher.budget_refused:
+                        self._budget_hit.set()
                     writer = None
                     continue
                 self.stats.send_latency_ms.append((now - packet.encoded_at) * 1000)
@@ -409,6 +497,9 @@ class Pipeline(CopyMode):
             "usage_month": usage.month,
             "usage_wire_bytes_sent": usage.wire_bytes_sent,
             "usage_wire_bytes_received": usage.wire_bytes_received,
+            "usage_by_kind": dict(usage.by_kind),
+            "budget_blocked": self.budget_blocked,
+            "encoder_kbps": self._encoder_kbps if self._running else None,
             "error": self.error,
         }
         if self._capture is not None:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from flumph.agent.budget import srt_send_cost
+from flumph.agent.budgetguard import BudgetGuard
 from flumph.agent.usage import UsageStore
 from flumph.srt import (
     DATA_HEADER_BYTES,
@@ -79,6 +81,7 @@ class TransportStats:
     bursts_sent: int = 0
     bytes_sent: int = 0  # handed to libsrt
     frames_refused_offline: int = 0  # offered while not connected
+    bursts_refused_budget: int = 0  # no room left in the data budget
     last_error: str | None = None
     rtt_ms: float = 0.0
     packets_retransmitted: int = 0
@@ -97,6 +100,7 @@ class SrtPublisher:
         destination: Destination,
         *,
         usage: UsageStore | None = None,
+        budget: BudgetGuard | None = None,
         frames_per_burst: int = 1,
         backoff_base_s: float = 0.25,
         backoff_cap_s: float = 10.0,
@@ -107,6 +111,8 @@ class SrtPublisher:
             raise ValueError(f"frames_per_burst must be 1..4, got {frames_per_burst}")
         self._destination = destination
         self.usage = usage
+        self.budget = budget
+        self.budget_refused = False  # the last send found no room in the budget
         self._frames_per_burst = frames_per_burst
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
@@ -199,6 +205,14 @@ class SrtPublisher:
         payload = b"".join(self._burst)
         frames = self._burst_frames
         self._burst, self._burst_frames = [], 0
+        # The budget's gate: this send's IP-level cost on top of what is counted and what went
+        # out since the last statistics poll; a send that would pass the limit never leaves.
+        cost = srt_send_cost(len(payload), self._destination.options().payload_size)
+        if self.budget is not None:
+            self.budget_refused = not self.budget.admit(self._counted.unpolled_wire + cost)
+            if self.budget_refused:
+                self.stats.bursts_refused_budget += 1
+                return False
         try:
             sock.send(payload)
         except SrtError as e:
@@ -212,6 +226,7 @@ class SrtPublisher:
         self.stats.bursts_sent += 1
         self.stats.bytes_sent += len(payload)
         self._counted.unpolled_payload += len(payload)
+        self._counted.unpolled_wire += cost
         return True
 
     def stop(self, drain_timeout_s: float = 1.0) -> None:
@@ -312,27 +327,27 @@ class SrtPublisher:
 
     def _account(self, sock: SrtSocket, final: bool = False) -> None:
         """Add the usage since the last poll of ``sock`` to the counters."""
-        try:
-            stats = sock.stats()
-        except SrtError:
-            # srt_bstats fails once the peer has closed: estimate from what we handed to libsrt.
-            if final:
-                with self._lock:
-                    unpolled = self._counted.unpolled_payload
-                    self._counted.unpolled_payload = 0
-                packets = -(-unpolled // PAYLOAD_SIZE)
-                if self.usage is not None and unpolled:
-                    self.usage.add(
-                        wire_sent=unpolled + packets * DATA_HEADER_BYTES, payload_sent=unpolled
-                    )
-            return
+        # Under the send lock, so that the budget's gate never sees a send neither in the
+        # counters nor in the unpolled estimate.
         with self._lock:
+            try:
+                stats = sock.stats()
+            except SrtError:
+                # srt_bstats fails once the peer has closed: estimate from what was handed over.
+                if final:
+                    unpolled = self._counted.unpolled_payload
+                    self._counted.unpolled_payload = self._counted.unpolled_wire = 0
+                    packets = -(-unpolled // PAYLOAD_SIZE)
+                    if self.usage is not None and unpolled:
+                        wire = unpolled + packets * DATA_HEADER_BYTES
+                        self.usage.add("srt", wire_sent=wire, payload_sent=unpolled)
+                return
             delta = self._counted.advance(stats)
+            if self.usage is not None:
+                self.usage.add("srt", **delta)
         self.stats.rtt_ms = stats.rtt_ms
         self.stats.packets_retransmitted = stats.packets_retransmitted
         self.stats.packets_lost_sent = stats.packets_lost_sent
-        if self.usage is not None:
-            self.usage.add(**delta)
 
 
 @dataclass
@@ -344,6 +359,7 @@ class _Counted:
     payload_sent: int = 0
     payload_received: int = 0
     unpolled_payload: int = 0  # handed to libsrt since the last poll
+    unpolled_wire: int = 0  # its IP-level cost, estimated (budget.srt_send_cost)
 
     def advance(self, s: SrtStats) -> dict[str, int]:
         delta = {
@@ -354,5 +370,5 @@ class _Counted:
         }
         self.wire_sent, self.wire_received = s.wire_bytes_sent, s.wire_bytes_received
         self.payload_sent, self.payload_received = s.bytes_sent, s.bytes_received
-        self.unpolled_payload = 0
+        self.unpolled_payload = self.unpolled_wire = 0
         return delta

@@ -6,6 +6,7 @@
                                              (each waits until ID applied it; --no-wait)
     flumph ctl snapshot ID [-o FILE]         cmd/snapshot, then the new retained still
     flumph ctl cmd ID keyframe|restart       one-shot command, waits for its ack
+    flumph ctl grant ID MB                   one-shot data allowance for this budget period
     flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
     flumph ctl usage [ID]                    data used vs budget (+ 48 h by the hour), from
                                              the dashboard's API (see flumph.ctl_usage)
@@ -48,6 +49,7 @@ from flumph.control import (
     Command,
     ContractError,
     Demand,
+    Grant,
     Message,
     Reported,
     SetAccepted,
@@ -186,7 +188,8 @@ def _describe(kind: str, payload: bytes) -> str:
         state = r.state or ("streaming" if r.streaming else "idle")
         err = f" error={r.error}" if r.error else ""
         notice = f" notice={r.notice}" if r.notice else ""
-        return f"applied v{r.applied_v} {state} encoder={r.encoder}{err}{notice}"
+        budget = f" budget={r.budget.state}" if r.budget is not None else ""
+        return f"applied v{r.applied_v} {state} encoder={r.encoder}{err}{notice}{budget}"
     if kind == "ack":
         a = decode(Ack, payload)
         return f"{a.id} ok" if a.ok else f"{a.id} FAILED: {a.error}"
@@ -204,6 +207,10 @@ def _describe(kind: str, payload: bytes) -> str:
         used = t.usage.bytes_sent + t.usage.bytes_received
         budget = f"/{_mb(t.usage.budget_bytes)}" if t.usage.budget_bytes else ""
         parts.append(f"used={_mb(used)}{budget}")
+    if t.budget is not None and t.budget.state != "ok":
+        parts.append(f"budget={t.budget.state}")
+        if t.budget.cap_kbps is not None:
+            parts.append(f"cap={t.budget.cap_kbps}kbps")
     if t.heartbeat_s is not None:
         parts.append(f"heartbeat={t.heartbeat_s:.0f}s")
     return " ".join(parts)
@@ -415,10 +422,11 @@ def _wait_ack(s: Session, device_id: str, cid: str, deadline: float) -> Ack | No
     return None
 
 
-def cmd_command(s: Session, device_id: str, name: str) -> int:
+def cmd_command(s: Session, device_id: str, name: str, mb: float | None = None) -> int:
     s.subscribe([s.topics.ack(device_id)])
     cid = uuid.uuid4().hex[:16]
-    s.publish(s.topics.cmd(device_id, name), Command(id=cid).payload())
+    command = Command(id=cid) if mb is None else Grant(id=cid, mb=mb)
+    s.publish(s.topics.cmd(device_id, name), command.payload())
     ack = _wait_ack(s, device_id, cid, time.monotonic() + s.cfg.timeout_s)
     if ack is None:
         raise CtlError(f"{device_id} did not acknowledge {name} within {s.cfg.timeout_s} s")
@@ -516,6 +524,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cmd", parents=[common], help="one-shot command: keyframe or restart")
     c.add_argument("device")
     c.add_argument("name", choices=("keyframe", "restart", "snapshot"))
+    c = sub.add_parser("grant", parents=[common], help="data allowance: grant ID MB (10^6 B)")
+    c.add_argument("device")
+    c.add_argument("mb", type=float, help="megabytes for this budget period, on top of it")
     c = sub.add_parser("watch", parents=[common], help="print messages until Ctrl-C")
     c.add_argument("device", nargs="?")
     c.add_argument("--count", type=int, help="exit after this many lines")
@@ -574,6 +585,8 @@ def run(ns: argparse.Namespace, cfg: CtlConfig) -> int:
             raise CtlError(str(e)) from None
         print("\n".join(lines))
         return EXIT_OK
+    if ns.command == "grant":
+        decode(Grant, json.dumps({"id": "check", "mb": ns.mb}))  # bad MB: exit 2, named
     s = Session(cfg)
     try:
         s.connect()
@@ -585,6 +598,8 @@ def run(ns: argparse.Namespace, cfg: CtlConfig) -> int:
             return cmd_snapshot(s, ns.device, ns.output)
         if ns.command == "cmd":
             return cmd_command(s, ns.device, ns.name)
+        if ns.command == "grant":
+            return cmd_command(s, ns.device, "grant", ns.mb)
         return cmd_watch(s, device, ns.count)
     finally:
         s.close()
