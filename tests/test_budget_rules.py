@@ -333,3 +333,20 @@ def test_the_latch_is_kept_across_a_restart_until_the_limit_changes(tmp_path: Pa
     assert again.view().state == "exhausted" and again.refusal() is not None
     again.configure(StreamSettings(data_budget_mb=1.5))
     assert again.view().state == "ok"  # 0.999 of 1.5 MB
+
+
+def test_a_forwarded_stream_is_not_paced_and_the_guard_follows_live_settings(
+    tmp_path: Path,
+) -> None:
+    clock = Clock("2027-01-16 12:00")
+    live = [StreamSettings(budget_pacing=True, bitrate_kbps=500, data_budget_mb=1000)]
+    forwarding = [True]  # codec "auto" passing an encoded camera through
+    g = BudgetGuard(UsageStore(tmp_path, clock=clock), lambda: live[0], clock,
+                    forwarding=lambda: forwarding[0])  # fmt: skip
+    g.usage.add("srt", wire_sent=700 * MB)
+    view = g.view()
+    assert view.cap_kbps is None and "cannot lower" in (view.message or "")
+    forwarding[0] = False
+    assert g.view().state == "pacing"
+    live[0] = live[0].model_copy(update={"data_budget_mb": 600})
+    assert g.view().state == "exhausted"  # no configure(): the settings in force are read
