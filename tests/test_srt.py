@@ -205,7 +205,7 @@ def test_bstats_layout_matches_the_libsrt_1_5_1_header() -> None:
         "pktSentUniqueTotal": 432,
         "byteRecvUnique": 488,
     }
-    layout = srt._BStats
+    layout = srt.library._BStats
     assert ctypes.sizeof(layout) == 496
     assert {name: getattr(layout, name).offset for name in expected} == expected
     assert srt.libsrt_version().startswith("1.5.")

@@ -1,0 +1,355 @@
+"""The live-mode SRT listener: admission through a handler's ``check`` on libsrt's thread, then
+every accepted socket's messages delivered from one "srt-epoll" thread."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from flumph.srt.caller import RECV_BUFFER_SIZE, SrtSocket
+from flumph.srt.library import (
+    _LISTEN_CALLBACK,
+    _SRT_EASYNCRCV,
+    _SRT_ECONNLOST,
+    _SRT_ETIMEOUT,
+    _SRTO_RCVSYN,
+    _SRTO_STREAMID,
+    REJECT_INTERNAL_ERROR,
+    SrtError,
+    _EpollEvent,
+    _error,
+    _last_error,
+    _lib,
+)
+from flumph.srt.options import (
+    MAX_STREAMID_BYTES,
+    SrtOptions,
+    _check_passphrase,
+    _get_bytes,
+    _parse_sockaddr,
+    _set_int,
+    _set_secret,
+    _sockaddr,
+    _sockaddr_at,
+)
+
+_log = logging.getLogger("flumph.srt")
+
+_SRT_EPOLL_IN = 0x1
+_SRT_EPOLL_ERR = 0x8
+_SRT_EPOLL_ENABLE_EMPTY = 1
+
+# --- server -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Admit the caller. A passphrase here is set on the accepted socket alone (a per-stream
+    secret): libsrt then rejects a caller with a wrong one (REJECT_BAD_SECRET) or none
+    (REJECT_UNSECURE). None keeps the server's own options."""
+
+    passphrase: str | None = None
+    pbkeylen: int = 16
+
+    def __post_init__(self) -> None:
+        _check_passphrase(self.passphrase, self.pbkeylen)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Refuse the caller with ``reason`` (1000..1999: REJECT_FORBIDDEN, REJECT_CONFLICT, ...),
+    which the caller receives as SrtRejected.reason; ``message`` is for our logs only."""
+
+    reason: int
+    message: str
+
+    def __post_init__(self) -> None:
+        if not 1000 <= self.reason <= 2999:
+            raise ValueError(f"reject reason must be 1000..2999 (SRT_REJX_*), got {self.reason}")
+
+
+class SrtServerHandler(Protocol):
+    """What an SrtServer calls. ``check`` runs on libsrt's receiving thread, the others on the
+    server's "srt-epoll" thread; none may block. An exception in ``check`` rejects the caller
+    (REJECT_INTERNAL_ERROR); one in ``on_connect``/``on_data`` closes that connection."""
+
+    def check(self, streamid: str, peer: tuple[str, int]) -> Accept | Reject: ...
+
+    def on_connect(self, conn: SrtSocket) -> None: ...
+
+    def on_data(self, conn: SrtSocket, data: bytes) -> None: ...
+
+    def on_close(self, conn: SrtSocket, error: str | None) -> None: ...
+
+
+class SrtServer:
+    """A live-mode SRT listener: admission through ``handler.check``, then every accepted socket's
+    messages delivered to ``handler.on_data`` from one "srt-epoll" thread."""
+
+    _WAIT_MS = 100  # how often the thread looks at stop requests and connections closed by the app
+    _MAX_EVENTS = 64
+    # Cameras reconnect together after a cell outage: with libsrt's usual 16, a burst of 100-200
+    # callers was refused "Listener's backlog exceeded" (bench/ingest_fanout.py).
+    DEFAULT_BACKLOG = 256
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        options: SrtOptions,
+        handler: SrtServerHandler,
+        backlog: int = DEFAULT_BACKLOG,
+    ):
+        if backlog < 1:
+            raise ValueError(f"backlog must be at least 1, got {backlog}")
+        self._backlog = backlog
+        self._host = host
+        self._requested_port = port
+        self._options = options
+        self._handler = handler
+        self._listener = -1
+        self._eid = -1
+        self._port = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: dict[int, SrtSocket] = {}
+        self._closed_by_app: list[SrtSocket] = []
+        # libsrt keeps only a C pointer to the callback: this reference keeps it alive.
+        self._listen_callback = _LISTEN_CALLBACK(self._check)
+
+    @property
+    def port(self) -> int:
+        """The bound UDP port (useful after binding port 0)."""
+        if not self._port:
+            raise RuntimeError("SrtServer is not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        return f"{self._host}:{self._requested_port}"
+
+    def connections(self) -> list[SrtSocket]:
+        with self._lock:
+            return list(self._connections.values())
+
+    def start(self) -> None:
+        """Bind, listen and start the "srt-epoll" thread; SrtError names the address on failure."""
+        if self._thread is not None or self._stopping.is_set():
+            raise RuntimeError("SrtServer already started (a server runs once)")
+        lib = _lib()
+        address, _ = _sockaddr(self._host, self._requested_port, passive=True)
+        listener = int(lib.srt_create_socket())
+        if listener < 0:
+            raise _error("srt_create_socket")
+        eid = -1
+        try:
+            self._options._apply(listener, caller=False)
+            # Accepted sockets inherit this: accept and recv never block the epoll thread.
+            _set_int(listener, _SRTO_RCVSYN, 0, "SRTO_RCVSYN")
+            if lib.srt_bind(listener, address, len(address)) < 0:
+                raise _error(f"srt_bind to {self.address}")
+            if lib.srt_listen_callback(listener, self._listen_callback, None) < 0:
+                raise _error(f"srt_listen_callback on {self.address}")
+            if lib.srt_listen(listener, self._backlog) < 0:
+                raise _error(f"srt_listen on {self.address}")
+            bound = ctypes.create_string_buffer(128)
+            length = ctypes.c_int(128)
+            if lib.srt_getsockname(listener, bound, ctypes.byref(length)) < 0:
+                raise _error(f"srt_getsockname on {self.address}")
+            self._port = _parse_sockaddr(bound.raw[: length.value])[1]
+            eid = int(lib.srt_epoll_create())
+            if eid < 0:
+                raise _error("srt_epoll_create")
+            lib.srt_epoll_set(eid, _SRT_EPOLL_ENABLE_EMPTY)
+            self._watch(eid, listener)
+        except BaseException:
+            if eid >= 0:
+                lib.srt_epoll_release(eid)
+            lib.srt_close(listener)
+            self._port = 0
+            raise
+        self._listener, self._eid = listener, eid
+        self._thread = threading.Thread(target=self._run, name="srt-epoll", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Close the listener and every connection (``on_close(conn, None)`` for each) and join the
+        thread within ``timeout_s``. Idempotent."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join(timeout_s)
+        if thread.is_alive():
+            _log.warning(
+                "SRT server %s: srt-epoll thread still running after %.1f s",
+                self.address,
+                timeout_s,
+            )
+
+    # libsrt's receiving thread, during the caller's handshake.
+    def _check(
+        self,
+        _opaque: int | None,
+        sid: int,
+        _hsversion: int,
+        peeraddr: int | None,
+        streamid: bytes | None,
+    ) -> int:
+        lib = _lib()
+        stream = ""
+        try:
+            stream = streamid.decode("utf-8", "replace") if streamid else ""
+            peer = _sockaddr_at(peeraddr)
+            decision = self._handler.check(stream, peer)
+            if isinstance(decision, Accept):
+                if decision.passphrase is not None:
+                    _set_secret(sid, decision.passphrase, decision.pbkeylen)
+                return 0
+            if isinstance(decision, Reject):
+                _log.debug(
+                    "SRT %s rejected %r from %s: %s", self.address, stream, peer, decision.message
+                )
+                lib.srt_setrejectreason(sid, decision.reason)
+                return -1
+            raise TypeError(f"check() returned {decision!r}, not Accept or Reject")
+        except BaseException:  # an exception must never escape into libsrt's thread
+            _log.exception("SRT %s: access check for %r failed; rejecting", self.address, stream)
+            lib.srt_setrejectreason(sid, REJECT_INTERNAL_ERROR)
+            return -1
+
+    def _watch(self, eid: int, sid: int) -> None:
+        events = ctypes.c_int(_SRT_EPOLL_IN | _SRT_EPOLL_ERR)
+        if _lib().srt_epoll_add_usock(eid, sid, ctypes.byref(events)) < 0:
+            raise _error(f"srt_epoll_add_usock of SRT socket {sid}")
+
+    def _run(self) -> None:
+        lib = _lib()
+        events = (_EpollEvent * self._MAX_EVENTS)()
+        try:
+            while not self._stopping.is_set():
+                self._finish_closed_by_app()
+                ready = int(lib.srt_epoll_uwait(self._eid, events, self._MAX_EVENTS, self._WAIT_MS))
+                if ready < 0:
+                    code, message = _last_error()
+                    if code == _SRT_ETIMEOUT:
+                        continue
+                    _log.error("SRT %s: srt_epoll_uwait failed: %s", self.address, message)
+                    break
+                for event in events[: min(ready, self._MAX_EVENTS)]:
+                    if event.fd == self._listener:
+                        self._accept_all()
+                        continue
+                    with self._lock:
+                        conn = self._connections.get(event.fd)
+                    if conn is not None:
+                        self._read_all(conn, event.events)
+        except BaseException:
+            _log.exception("SRT %s: srt-epoll thread failed", self.address)
+        finally:
+            self._close_everything()
+
+    def _accept_all(self) -> None:
+        lib = _lib()
+        while True:
+            address = ctypes.create_string_buffer(128)
+            length = ctypes.c_int(128)
+            sid = int(lib.srt_accept(self._listener, address, ctypes.byref(length)))
+            if sid < 0:
+                code, message = _last_error()
+                if code != _SRT_EASYNCRCV:
+                    _log.warning("SRT %s: srt_accept failed: %s", self.address, message)
+                return
+            peer = _parse_sockaddr(address.raw[: length.value])
+            streamid = _get_bytes(sid, _SRTO_STREAMID, MAX_STREAMID_BYTES + 1)
+            conn = SrtSocket(
+                sid, self._options, peer, streamid.decode("utf-8", "replace"), self._closed_by
+            )
+            try:
+                self._watch(self._eid, sid)
+            except SrtError as e:
+                _log.warning("SRT %s: %s", self.address, e)
+                conn._close_now()
+                continue
+            with self._lock:
+                self._connections[sid] = conn
+            try:
+                self._handler.on_connect(conn)
+            except Exception as e:
+                _log.exception("SRT %s: on_connect failed for %r", self.address, conn)
+                self._finish(conn, f"on_connect failed: {e!r}")
+
+    def _read_all(self, conn: SrtSocket, events: int) -> None:
+        """Deliver every message ready on ``conn``; finish it if it broke."""
+        lib = _lib()
+        buffer = ctypes.create_string_buffer(RECV_BUFFER_SIZE)
+        while True:
+            size = int(lib.srt_recvmsg(conn.sid, buffer, RECV_BUFFER_SIZE))
+            if size <= 0:
+                break
+            conn.last_received_at = time.monotonic()
+            try:
+                self._handler.on_data(conn, ctypes.string_at(buffer, size))
+            except Exception as e:
+                _log.exception("SRT %s: on_data failed for %r", self.address, conn)
+                self._finish(conn, f"on_data failed: {e!r}")
+                return
+        code, message = _last_error()
+        if size < 0 and code == _SRT_EASYNCRCV and not events & _SRT_EPOLL_ERR:
+            return
+        if conn.closed:
+            self._finish(conn, None)
+        elif size == 0 or code in (_SRT_ECONNLOST, _SRT_EASYNCRCV):
+            self._finish(conn, self._silence(conn, message))
+        else:
+            self._finish(conn, f"{message} (SRT error {code})")
+
+    @staticmethod
+    def _silence(conn: SrtSocket, message: str) -> str | None:
+        """Why a connection broke, as far as libsrt 1.5 lets us tell.
+
+        A close by the peer and the peer-idle timeout look the same through the API (socket BROKEN,
+        recv "Connection was broken", reject reason 0). A publisher sends all the time, so silence
+        since its last message longer than the idle timeout means it vanished (the cellular case);
+        otherwise it closed (None). A peer that sent nothing for that long and then closed is also
+        reported as silent.
+        """
+        silent_s = time.monotonic() - conn.last_received_at
+        if silent_s * 1000 < conn.options.peer_idle_timeout_ms:
+            return None
+        return f"peer silent for {silent_s:.1f} s (peer idle timeout): {message}"
+
+    def _closed_by(self, conn: SrtSocket) -> None:
+        with self._lock:
+            self._closed_by_app.append(conn)
+
+    def _finish_closed_by_app(self) -> None:
+        with self._lock:
+            closed, self._closed_by_app = self._closed_by_app, []
+        for conn in closed:
+            self._finish(conn, None)
+
+    def _finish(self, conn: SrtSocket, error: str | None) -> None:
+        with self._lock:
+            if self._connections.pop(conn.sid, None) is None:
+                return
+        _lib().srt_epoll_remove_usock(self._eid, conn.sid)
+        conn._close_now()
+        try:
+            self._handler.on_close(conn, error)
+        except Exception:
+            _log.exception("SRT %s: on_close failed for %r", self.address, conn)
+
+    def _close_everything(self) -> None:
+        lib = _lib()
+        lib.srt_close(self._listener)
+        for conn in self.connections():
+            self._finish(conn, None)
+        with self._lock:
+            self._closed_by_app.clear()
+        lib.srt_epoll_release(self._eid)
