@@ -8,10 +8,12 @@ import pytest
 
 from flumph.media.bitstream import build_hvcc
 from flumph.media.fmp4 import (
+    FRAGMENT_HEADER_BYTES,
     NON_SYNC_SAMPLE_FLAGS,
     SYNC_SAMPLE_FLAGS,
     Sample,
     VideoTrack,
+    fragment_header,
     init_segment,
     media_fragment,
 )
@@ -145,6 +147,39 @@ def test_fragment_fields(sample, flags):
     offset = fields["data_offset"]
     assert data[offset:] == sample.data
     assert flags in (0x02000000, 0x01010000)  # depends_on=2 / depends_on=1 + non-sync
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        Sample(b"\x00\x00\x00\x02\x26\x01", 2**40, 2**40 + 3000, 3000, True),
+        Sample(b"abc" * 1000, 6000, 3000, 1500, False),
+        Sample(b"x", 0, 0, 0, False),
+    ],
+)
+@pytest.mark.parametrize("sequence", [1, 0xFFFFFFFF])
+def test_fragment_header_template_equals_media_fragment(sample, sequence):
+    head = fragment_header(
+        sequence, sample.dts, sample.duration, len(sample.data), sample.keyframe,
+        sample.pts - sample.dts,
+    )  # fmt: skip
+    assert len(head) == FRAGMENT_HEADER_BYTES == 112
+    assert head + sample.data == media_fragment(sequence, sample)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ((2**32, 0, 1, 1, True, 0), "sequence"),
+        ((1, -1, 1, 1, True, 0), "dts"),
+        ((1, 0, 2**32, 1, True, 0), "duration"),
+        ((1, 0, 1, 0, True, 0), "mdat"),
+        ((1, 0, 1, 1, True, 2**31), "composition offset"),
+    ],
+)
+def test_fragment_header_refuses_what_does_not_fit(fields, message):
+    with pytest.raises(ValueError, match=message):
+        fragment_header(*fields)
 
 
 def test_mime_comes_from_the_record():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -228,3 +229,43 @@ def media_fragment(sequence: int, sample: Sample, track_id: int = TRACK_ID) -> b
 
     moof_size = len(moof(0))
     return moof(moof_size + 8) + box(b"mdat", sample.data)
+
+
+# The moof + mdat header of a one-sample fragment is the same 112 bytes every frame but for six
+# fields: built once here and patched per frame (what media_fragment builds box by box).
+_FRAGMENT_TEMPLATE = bytes(
+    media_fragment(0, Sample(data=b"\x00", dts=0, pts=0, duration=1, keyframe=True))[:-1]
+)
+FRAGMENT_HEADER_BYTES = len(_FRAGMENT_TEMPLATE)  # 104 moof + 8 mdat header
+_SEQUENCE = struct.Struct(">I")
+_DTS = struct.Struct(">Q")
+_SAMPLE_FIELDS = struct.Struct(">IIIi")  # duration, size, flags, composition offset
+_MDAT_SIZE = struct.Struct(">I")
+_SEQUENCE_AT = _FRAGMENT_TEMPLATE.index(b"mfhd") + 8
+_DTS_AT = _FRAGMENT_TEMPLATE.index(b"tfdt") + 8
+_SAMPLE_AT = _FRAGMENT_TEMPLATE.index(b"trun") + 16
+_MDAT_AT = _FRAGMENT_TEMPLATE.index(b"mdat") - 4
+
+
+def fragment_header(
+    sequence: int, dts: int, duration: int, size: int, keyframe: bool, composition_offset: int
+) -> bytes:
+    """The moof + mdat header ``media_fragment`` writes before one sample of ``size`` bytes,
+    patched into a template: the sample's bytes follow it unchanged (no copy here)."""
+    if not 0 <= sequence <= _MAX_U32:
+        raise ValueError(f"fragment sequence number {sequence} is outside 0..{_MAX_U32}")
+    if not 0 <= dts <= _MAX_U64:
+        raise ValueError(f"sample dts {dts} is outside 0..2**64-1")
+    if not 1 <= size <= _MAX_U32 - 8:
+        raise ValueError(f"sample of {size} bytes does not fit an mdat box")
+    if not 0 <= duration <= _MAX_U32:
+        raise ValueError(f"sample duration {duration} is outside 0..{_MAX_U32}")
+    if not -(1 << 31) <= composition_offset < (1 << 31):
+        raise ValueError(f"composition offset {composition_offset} does not fit 32 bits")
+    head = bytearray(_FRAGMENT_TEMPLATE)
+    _SEQUENCE.pack_into(head, _SEQUENCE_AT, sequence)
+    _DTS.pack_into(head, _DTS_AT, dts)
+    flags = SYNC_SAMPLE_FLAGS if keyframe else NON_SYNC_SAMPLE_FLAGS
+    _SAMPLE_FIELDS.pack_into(head, _SAMPLE_AT, duration, size, flags, composition_offset)
+    _MDAT_SIZE.pack_into(head, _MDAT_AT, size + 8)
+    return bytes(head)

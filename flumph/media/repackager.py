@@ -2,6 +2,10 @@
 
 No frame is ever held back: a sample's duration is estimated from the previous dts delta
 instead of waiting for the next frame.
+
+Per frame the hot path does integer arithmetic only (no Fraction) and copies the payload once, into
+the fragment: a length-prefixed H.264/H.265 or sized-OBU AV1 frame that needs no rewriting is
+passed through as given (a memoryview is fine), behind a moof patched from a template.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from fractions import Fraction
 from typing import Literal
 
 from flumph.media import bitstream as bs
-from flumph.media.fmp4 import Sample, VideoTrack, init_segment, media_fragment
+from flumph.media.fmp4 import VideoTrack, fragment_header, init_segment
 
 CodecName = Literal["av1", "hevc", "h264"]
 
@@ -36,11 +40,14 @@ _H264_DROPPED = frozenset({bs.H264_NAL_AUD, bs.H264_NAL_FILLER})
 _HEVC_DROPPED = frozenset({bs.HEVC_NAL_AUD, bs.HEVC_NAL_FILLER})
 _AV1_DROPPED = frozenset({bs.OBU_TEMPORAL_DELIMITER, bs.OBU_PADDING})
 _AV1_FRAME_OBUS = frozenset({bs.OBU_FRAME, bs.OBU_FRAME_HEADER, bs.OBU_TILE_GROUP})
+# NAL unit types a sample never carries: dropped, or moved into avcC/hvcC.
+_H264_MOVED = _H264_DROPPED | {bs.H264_NAL_SPS, bs.H264_NAL_PPS}
+_HEVC_MOVED = _HEVC_DROPPED | {bs.HEVC_NAL_VPS, bs.HEVC_NAL_SPS, bs.HEVC_NAL_PPS}
 
 
 @dataclass(frozen=True)
 class Packet:
-    data: bytes
+    data: bytes | memoryview  # a memoryview is read, never kept beyond push()
     pts: int | None
     dts: int | None
     keyframe: bool
@@ -182,6 +189,11 @@ class Repackager:
         self._width, self._height = width, height
         self._time_base = Fraction(time_base)
         self.timescale = output_timescale(self._time_base)
+        # ticks * num / den on the output timescale, in integers (no Fraction per frame).
+        self._scale_num = self._time_base.numerator * self.timescale
+        self._scale_den = self._time_base.denominator
+        self._max_gap = int(MAX_TIMESTAMP_GAP * self.timescale)
+        self._max_back = int(MAX_REORDER_STEP * self.timescale)
         self._fps_hint = fps_hint
         self._length_size: int | None = None  # None: packets are Annex B
         self._params = _ParameterSets(self.codec)
@@ -292,11 +304,14 @@ class Repackager:
         out.append(self._fragment(sample_data, pkt))
         return out
 
-    def _h26x_sample(self, pkt: Packet) -> bytes:
+    def _h26x_sample(self, pkt: Packet) -> bytes | memoryview:
+        if self._length_size == 4 and self._h26x_passes_through(pkt.data):
+            return pkt.data
+        data = bytes(pkt.data)
         if self._length_size is None:
-            nals = bs.split_annexb(pkt.data)
+            nals = bs.split_annexb(data)
         else:
-            nals = bs.split_length_prefixed(pkt.data, self._length_size)
+            nals = bs.split_length_prefixed(data, self._length_size)
         dropped = _H264_DROPPED if self.codec == "h264" else _HEVC_DROPPED
         type_of = bs.h264_nal_type if self.codec == "h264" else bs.hevc_nal_type
         kept: list[bytes] = []
@@ -312,7 +327,28 @@ class Repackager:
                 kept.append(nal)
         return bs.to_length_prefixed(kept) if kept else b""
 
-    def _av1_sample(self, data: bytes) -> bytes:
+    def _h26x_passes_through(self, data: bytes | memoryview) -> bool:
+        """True when 4-byte length-prefixed ``data`` is a sample as it stands: whole NAL units,
+        none dropped (AUD, filler) nor moved into the config (parameter sets)."""
+        h264 = self.codec == "h264"
+        moved = _H264_MOVED if h264 else _HEVC_MOVED
+        pos, end = 0, len(data)
+        while pos < end:
+            if pos + 5 > end:
+                return False
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            if size < 2 or pos + 4 + size > end:
+                return False
+            header = data[pos + 4]
+            if (header & 0x1F if h264 else (header >> 1) & 0x3F) in moved:
+                return False
+            pos += 4 + size
+        return pos > 0
+
+    def _av1_sample(self, raw: bytes | memoryview) -> bytes | memoryview:
+        if self._av1_passes_through(raw):
+            return raw
+        data = bytes(raw)
         obus = bs.split_obus(data)
         kept: list[bytes] = []
         for obu in obus:
@@ -329,6 +365,39 @@ class Repackager:
         if not any(obu.obu_type in _AV1_FRAME_OBUS for obu in obus):
             return b""
         return b"".join(kept)
+
+    def _av1_passes_through(self, data: bytes | memoryview) -> bool:
+        """True when ``data`` is a sample as it stands: OBUs with size fields, a frame among them,
+        no temporal delimiter or padding, no sequence header other than the one we have."""
+        pos, end, frame = 0, len(data), False
+        while pos < end:
+            header = data[pos]
+            if header & 0x80 or not header & 0x02:
+                return False
+            obu_type = (header >> 3) & 0x0F
+            start = pos
+            pos += 2 if header & 0x04 else 1
+            size = 0
+            for shift in range(0, 56, 7):
+                if pos >= end:
+                    return False
+                byte = data[pos]
+                pos += 1
+                size |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+            else:
+                return False
+            if pos + size > end or obu_type in _AV1_DROPPED:
+                return False
+            if obu_type == bs.OBU_SEQUENCE_HEADER and (
+                self._av1_sequence_header is None
+                or data[start : pos + size] != self._av1_sequence_header
+            ):
+                return False
+            frame = frame or obu_type in _AV1_FRAME_OBUS
+            pos += size
+        return frame
 
     def _current_track(self) -> VideoTrack | None:
         """The track the latest parameter sets describe; rebuilt only when they changed."""
@@ -360,7 +429,12 @@ class Repackager:
     # --- timeline -------------------------------------------------------------------------------
 
     def _rescale(self, ticks: int) -> int:
-        return round(ticks * self._time_base * self.timescale)
+        # round(ticks * time_base * timescale), half to even as round() does, in integers.
+        quotient, remainder = divmod(ticks * self._scale_num, self._scale_den)
+        twice = 2 * remainder
+        if twice > self._scale_den or (twice == self._scale_den and quotient & 1):
+            quotient += 1
+        return quotient
 
     def _default_duration(self) -> int:
         fps = Fraction(self._fps_hint) if self._fps_hint else Fraction(DEFAULT_FPS)
@@ -386,10 +460,7 @@ class Repackager:
             self._in_origin, self._out_origin = anchor, next_dts
         elif pkt.dts is not None and last is not None:
             step = self._map(pkt.dts) - last
-            if (
-                step > MAX_TIMESTAMP_GAP * self.timescale
-                or -step > MAX_REORDER_STEP * self.timescale
-            ):
+            if step > self._max_gap or -step > self._max_back:
                 self._in_origin, self._out_origin = pkt.dts, next_dts
         pts = self._map(pkt.pts if pkt.pts is not None else anchor)
         if pkt.dts is None:
@@ -408,12 +479,13 @@ class Repackager:
             return self._last_duration
         return self._default_duration()
 
-    def _fragment(self, sample_data: bytes, pkt: Packet) -> Fragment:
+    def _fragment(self, sample_data: bytes | memoryview, pkt: Packet) -> Fragment:
         out_dts, out_pts, duration = self._timestamps(pkt)
-        sample = Sample(
-            data=sample_data, dts=out_dts, pts=out_pts, duration=duration, keyframe=pkt.keyframe
+        size = len(sample_data)
+        head = fragment_header(
+            self._sequence, out_dts, duration, size, pkt.keyframe, out_pts - out_dts
         )
-        data = media_fragment(self._sequence, sample)
+        data = b"".join((head, sample_data))
         self._sequence = self._sequence % 0xFFFFFFFF + 1
         self._last_out_dts = out_dts
         self._last_duration = duration
@@ -423,6 +495,6 @@ class Repackager:
             keyframe=pkt.keyframe,
             dts=out_dts,
             timescale=self.timescale,
-            size=len(sample_data),
+            size=size,
             duration=duration,
         )
