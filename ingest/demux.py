@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, Protocol
 
 import av
 import av.error
@@ -56,7 +56,12 @@ class ByteFeed:
         self._eof = False
         self._bytes_in = 0
         self._segment_started = False
-        self.last_in = 0.0  # monotonic time of the newest chunk: the "frame's last byte in"
+        self.last_in = 0.0  # monotonic arrival time of the newest chunk
+        # Arrival times of the byte chunks queued in _chunks, in order; read_in is that of the
+        # chunk read last: a packet PyAV returns was complete no later than then, while chunks
+        # still queued behind it (a backlog) do not make it look younger.
+        self._times: collections.deque[float] = collections.deque()
+        self.read_in = 0.0
 
     def feed(self, data: bytes) -> None:
         with self._cond:
@@ -72,6 +77,7 @@ class ByteFeed:
             self._size += len(data)
             self._bytes_in += len(data)
             self.last_in = time.monotonic()
+            self._times.append(self.last_in)
             self._cond.notify()
 
     def close(self) -> None:
@@ -92,8 +98,10 @@ class ByteFeed:
                         continue
                     assert isinstance(head, bytes)
                     self._segment_started = True
+                    self.read_in = self._times[0]
                     if len(head) <= n:
                         self._chunks.popleft()
+                        self._times.popleft()
                         self._size -= len(head)
                         return head
                     self._chunks[0] = head[n:]
@@ -157,6 +165,7 @@ class ByteFeed:
                 # The demuxer stopped early (error): discard the rest of this segment.
                 c = self._chunks.popleft()
                 assert isinstance(c, bytes)
+                self._times.popleft()
                 self._size -= len(c)
                 if not self._chunks and not self._eof:
                     self._cond.wait()
@@ -192,6 +201,16 @@ class DemuxEnd:
 DemuxEvent = DemuxInit | DemuxFragment | DemuxEnd
 
 
+class DemuxSession(Protocol):
+    """A publisher session whose repackager the next session of the same id continues."""
+
+    repackager: Repackager | None
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
 class LiveDemuxer(threading.Thread):
     """Reads one publisher's feed until it ends; reports through ``emit`` (thread-safe)."""
 
@@ -200,7 +219,7 @@ class LiveDemuxer(threading.Thread):
         name: str,
         feed: ByteFeed,
         emit: Callable[[DemuxEvent], None],
-        previous: LiveDemuxer | None = None,
+        previous: DemuxSession | None = None,
     ) -> None:
         super().__init__(name=f"demux-{name}", daemon=True)
         self.stream_name = name
@@ -285,7 +304,7 @@ class LiveDemuxer(threading.Thread):
                     outs = self.repackager.push(
                         Packet(bytes(pkt), pkt.pts, pkt.dts, bool(pkt.is_keyframe))
                     )
-                    t_in = self.feed.last_in
+                    t_in = self.feed.read_in
                     for o in outs:
                         if isinstance(o, InitSegment):
                             self.emit(DemuxInit(o, container))

@@ -142,6 +142,7 @@ class IngestService:
             srt.SrtOptions(latency_ms=self.cfg.srt_latency_ms),
             self.srt_handler,
             backlog=max(srt.SrtServer.DEFAULT_BACKLOG, self.cfg.max_streams),
+            on_round_end=self.srt_handler.on_round_end,
         )
         await asyncio.to_thread(self.srt_server.start)
         log.info("SRT ingest listening on %s:%d/udp", self.cfg.srt_host, self.srt_server.port)

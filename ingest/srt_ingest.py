@@ -1,8 +1,11 @@
-"""SRT publishers: stream-id admission, one demux thread per connection, results onto the hub.
+"""SRT publishers: stream-id admission, demuxing chosen per stream, results onto the hub.
 
 Threads: libsrt's listen callback calls :meth:`check`; the ``srt-epoll`` thread calls
-``on_connect``/``on_data``/``on_close``; each connection's :class:`LiveDemuxer` runs in its own
-thread. Only :meth:`_deliver`, scheduled with ``call_soon_threadsafe``, touches the hub's streams.
+``on_connect``/``on_data``/``on_close``/``on_round_end``. Live Matroska is demuxed right there
+(:class:`~.mkv_demux.MatroskaDemux`: a frame becomes a fragment as its last byte arrives); MPEG-TS,
+and Matroska the pure reader hands over, go to a :class:`LiveDemuxer` thread (PyAV) per connection.
+Results reach the event loop through one bounded :class:`~.handoff.LoopHandoff`, woken at most once
+per receive round; only :meth:`_deliver_batch` on the loop touches the hub's streams.
 """
 
 from __future__ import annotations
@@ -11,22 +14,26 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from flumph import srt
 from flumph.media.streamid import parse_publish_streamid
 
 from .demux import (
+    EBML_MAGIC,
     ByteFeed,
     DemuxEnd,
     DemuxEvent,
     DemuxFragment,
     DemuxInit,
+    DemuxSession,
     FeedOverflow,
     LiveDemuxer,
 )
+from .handoff import LoopHandoff
 from .hub import Hub, HubError, MediaInit, Stream
+from .mkv_demux import MatroskaDemux
 
 log = logging.getLogger("flumph.ingest.srt")
 
@@ -35,12 +42,28 @@ log = logging.getLogger("flumph.ingest.srt")
 class Publisher:
     conn: srt.SrtSocket
     stream_id: str
-    feed: ByteFeed
-    demuxer: LiveDemuxer
+    # The same id's previous session, until this one's demuxer takes its repackager over.
+    previous: DemuxSession | None = None
+    feed: ByteFeed | None = None  # PyAV's input, when a LiveDemuxer thread demuxes
+    demuxer: LiveDemuxer | MatroskaDemux | None = None  # chosen by the first message
+    ended: bool = False  # its DemuxEnd was handed on (the srt-epoll thread's view)
     stream: Stream | None = None
     token: int = 0
     connected_at: float = field(default_factory=time.monotonic)
+    last_in: float = 0.0  # monotonic arrival of the newest message; 0 before the first
     last_stats: srt.SrtStats | None = None
+
+    def close_input(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+
+
+class Claim:
+    """Hand-off item: make the publisher its stream's owner on the loop."""
+
+
+CLAIM = Claim()
+HandoffItem = tuple[Publisher, DemuxEvent | Claim]
 
 
 @dataclass(frozen=True)
@@ -67,7 +90,9 @@ class SrtIngest(srt.SrtServerHandler):
         self.default_passphrase = default_passphrase
         self.feed_max_bytes = feed_max_bytes
         self.publishers: dict[int, Publisher] = {}
-        self.last_demuxer: dict[str, LiveDemuxer] = {}  # touched only by the srt-epoll thread
+        # Touched only by the srt-epoll thread.
+        self.last_demuxer: dict[str, LiveDemuxer | MatroskaDemux] = {}
+        self.handoff: LoopHandoff[HandoffItem] = LoopHandoff(loop, self._deliver_batch)
         # Bounded record of recent refusals, for /api/errors and the tests.
         self.errors: deque[RejectRecord] = deque(maxlen=100)
         self.refused_total = 0
@@ -102,7 +127,6 @@ class SrtIngest(srt.SrtServerHandler):
             self._record(conn.peer, conn.streamid, str(e))
             conn.close()
             return
-        feed = ByteFeed(self.feed_max_bytes)
         # Forget sessions whose streams have ended; keep the one a returning publisher continues.
         # A stream without an init segment is a new one (re-created empty by a viewer waiting
         # for an on-demand start): continuing the old session would never send it an init.
@@ -110,45 +134,116 @@ class SrtIngest(srt.SrtServerHandler):
             stream = self.hub.get(sid)
             if stream is None or stream.init is None:
                 del self.last_demuxer[sid]
-        previous = self.last_demuxer.get(req.stream_id)
-
-        def emit(ev: DemuxEvent) -> None:
-            self.loop.call_soon_threadsafe(self._deliver, pub, ev)
-
-        demuxer = LiveDemuxer(req.stream_id, feed, emit, previous)
-        pub = Publisher(conn, req.stream_id, feed, demuxer)
-        self.last_demuxer[req.stream_id] = demuxer
+        pub = Publisher(conn, req.stream_id, previous=self.last_demuxer.get(req.stream_id))
         self.publishers[conn.sid] = pub
-        self.loop.call_soon_threadsafe(self._claim, pub)
-        pub.demuxer.start()
+        self.handoff.put_always((pub, CLAIM))
         log.info("SRT publisher %s:%d connected as %s", *conn.peer, req.stream_id)
 
     def on_data(self, conn: srt.SrtSocket, data: bytes) -> None:
         pub = self.publishers.get(conn.sid)
-        if pub is None:
+        if pub is None or pub.ended:
             return
+        pub.last_in = conn.last_received_at
+        demuxer = pub.demuxer
+        if isinstance(demuxer, MatroskaDemux):
+            try:
+                resume = demuxer.feed(data, pub.last_in)
+            except ValueError as e:
+                self._end(pub, str(e) or type(e).__name__)
+                return
+            if resume is not None:
+                self._start_pyav(pub, resume, demuxer)
+            return
+        if demuxer is None:
+            if data.startswith(EBML_MAGIC):
+                mkv = MatroskaDemux(pub.stream_id, self._emitter(pub), pub.previous)
+                pub.demuxer, pub.previous = mkv, None
+                self.last_demuxer[pub.stream_id] = mkv
+                self.on_data(conn, data)
+                return
+            self._start_pyav(pub, b"", pub.previous)
+        self._feed(pub, data)
+
+    def _start_pyav(self, pub: Publisher, first: bytes, previous: DemuxSession | None) -> None:
+        feed = ByteFeed(self.feed_max_bytes)
+        demuxer = LiveDemuxer(pub.stream_id, feed, self._emitter(pub, threaded=True), previous)
+        pub.feed, pub.demuxer, pub.previous = feed, demuxer, None
+        self.last_demuxer[pub.stream_id] = demuxer
+        demuxer.start()
+        if first:
+            self._feed(pub, first)
+
+    def _feed(self, pub: Publisher, data: bytes) -> None:
+        assert pub.feed is not None
         try:
             pub.feed.feed(data)
         except FeedOverflow as e:
-            self._record(conn.peer, pub.stream_id, str(e))
+            self._record(pub.conn.peer, pub.stream_id, str(e))
             pub.feed.close()
-            conn.close()
+            pub.conn.close()
+
+    def _emitter(self, pub: Publisher, *, threaded: bool = False) -> Callable[[DemuxEvent], None]:
+        handoff = self.handoff
+
+        def emit(ev: DemuxEvent) -> None:
+            if isinstance(ev, DemuxFragment):
+                if not handoff.put((pub, ev)):
+                    self._overflow(pub)
+            else:
+                handoff.put_always((pub, ev))
+            if threaded:  # a demux thread has no receive round: wake the loop now
+                handoff.flush()
+
+        return emit
+
+    def _overflow(self, pub: Publisher) -> None:
+        if pub.conn.closed:
+            return
+        reason = (
+            f"the event loop fell {self.handoff.max_items} frames behind the SRT receive "
+            "thread: publisher dropped"
+        )
+        self._record(pub.conn.peer, pub.stream_id, reason)
+        pub.close_input()
+        pub.conn.close()
+
+    def _end(self, pub: Publisher, error: str | None) -> None:
+        """The Matroska path's end of a session (a LiveDemuxer thread reports its own)."""
+        if pub.ended:
+            return
+        pub.ended = True
+        if error:
+            log.warning("stream %s: %s", pub.stream_id, error)
+        self.handoff.put_always((pub, DemuxEnd(error)))
 
     def on_close(self, conn: srt.SrtSocket, error: str | None) -> None:
         pub = self.publishers.pop(conn.sid, None)
         if pub is None:
             return
-        pub.feed.close()
+        if isinstance(pub.demuxer, LiveDemuxer):
+            pub.close_input()  # the thread reports the end once it has read what was fed
+        else:
+            self._end(pub, None)
         log.info("SRT publisher %s disconnected%s", pub.stream_id, f": {error}" if error else "")
 
+    def on_round_end(self) -> None:
+        self.handoff.flush()
+
     # --- event loop ----------------------------------------------------------------------------
+    def _deliver_batch(self, batch: list[HandoffItem]) -> None:
+        for pub, ev in batch:
+            if isinstance(ev, Claim):
+                self._claim(pub)
+            else:
+                self._deliver(pub, ev)
+
     def _claim(self, pub: Publisher) -> None:
         try:
             pub.stream, pub.token = self.hub.claim(pub.stream_id, "srt")
         except HubError as e:
             # Lost a race with another publisher between check() and now.
             self._record(pub.conn.peer, pub.stream_id, str(e))
-            pub.feed.close()
+            pub.close_input()
             pub.conn.close()
             return
         self.hub.resumed(pub.stream)

@@ -7,6 +7,7 @@ import ctypes
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,7 +89,9 @@ class SrtServerHandler(Protocol):
 
 class SrtServer:
     """A live-mode SRT listener: admission through ``handler.check``, then every accepted socket's
-    messages delivered to ``handler.on_data`` from one "srt-epoll" thread."""
+    messages delivered to ``handler.on_data`` from one "srt-epoll" thread. ``on_round_end``, if
+    given, runs on that thread after each round of ready sockets has been read: the place to hand
+    a round's results on in one batch."""
 
     _WAIT_MS = 100  # how often the thread looks at stop requests and connections closed by the app
     _MAX_EVENTS = 64
@@ -103,6 +106,7 @@ class SrtServer:
         options: SrtOptions,
         handler: SrtServerHandler,
         backlog: int = DEFAULT_BACKLOG,
+        on_round_end: Callable[[], None] | None = None,
     ):
         if backlog < 1:
             raise ValueError(f"backlog must be at least 1, got {backlog}")
@@ -111,6 +115,7 @@ class SrtServer:
         self._requested_port = port
         self._options = options
         self._handler = handler
+        self._on_round_end = on_round_end
         self._listener = -1
         self._eid = -1
         self._port = 0
@@ -231,6 +236,7 @@ class SrtServer:
     def _run(self) -> None:
         lib = _lib()
         events = (_EpollEvent * self._MAX_EVENTS)()
+        buffer = ctypes.create_string_buffer(RECV_BUFFER_SIZE)  # one for the thread's life
         try:
             while not self._stopping.is_set():
                 self._finish_closed_by_app()
@@ -238,6 +244,7 @@ class SrtServer:
                 if ready < 0:
                     code, message = _last_error()
                     if code == _SRT_ETIMEOUT:
+                        self._round_end()  # connections closed by the app were finished
                         continue
                     _log.error("SRT %s: srt_epoll_uwait failed: %s", self.address, message)
                     break
@@ -248,11 +255,20 @@ class SrtServer:
                     with self._lock:
                         conn = self._connections.get(event.fd)
                     if conn is not None:
-                        self._read_all(conn, event.events)
+                        self._read_all(conn, event.events, buffer)
+                self._round_end()
         except BaseException:
             _log.exception("SRT %s: srt-epoll thread failed", self.address)
         finally:
             self._close_everything()
+
+    def _round_end(self) -> None:
+        if self._on_round_end is None:
+            return
+        try:
+            self._on_round_end()
+        except Exception:
+            _log.exception("SRT %s: on_round_end failed", self.address)
 
     def _accept_all(self) -> None:
         lib = _lib()
@@ -284,10 +300,9 @@ class SrtServer:
                 _log.exception("SRT %s: on_connect failed for %r", self.address, conn)
                 self._finish(conn, f"on_connect failed: {e!r}")
 
-    def _read_all(self, conn: SrtSocket, events: int) -> None:
+    def _read_all(self, conn: SrtSocket, events: int, buffer: ctypes.Array[ctypes.c_char]) -> None:
         """Deliver every message ready on ``conn``; finish it if it broke."""
         lib = _lib()
-        buffer = ctypes.create_string_buffer(RECV_BUFFER_SIZE)
         while True:
             size = int(lib.srt_recvmsg(conn.sid, buffer, RECV_BUFFER_SIZE))
             if size <= 0:
