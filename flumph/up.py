@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from flumph.dashboard.service import DashboardConfig, DashboardService
     from flumph.dashboard.usage_store import UsageStoreError, check_state_dir
     from flumph.ingest.service import IngestConfig, IngestService
+    from flumph.ingest.ws_direct import DirectFrameProtocol
     from flumph.metricsroute import MetricsSource, add_metrics_route
     from flumph.serviceapp import run_on_server_loop
 
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         dashboard.close_feeds,
         ws_max_size=ingest_cfg.max_message_bytes,
         ws_per_message_deflate=False,  # see flumph.ingest.main: video does not compress
+        ws=DirectFrameProtocol,  # see flumph.ingest.ws_direct
     )
     return run_service(
         lambda: run_on_server_loop(server.serve(), server.servers[0].config),

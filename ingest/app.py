@@ -20,6 +20,7 @@ from flumph import auth
 from . import relay_protocol as rp
 from .hub import Hub, HubError, Stream, Viewer
 from .still import send_still
+from .ws_direct import frame_sink
 
 log = logging.getLogger("flumph.ingest.api")
 
@@ -191,6 +192,9 @@ def add_relay_routes(
                 notice = notices(stream_id) if notices is not None else None
                 if notice is not None:
                     await ws.send_text(notice)
+            sink = frame_sink(ws.scope)
+            if sink is not None:
+                hub.go_direct(stream, view, sink)
             await _serve_viewer(ws, stream, view)
         finally:
             hub.remove_viewer(stream, view)

@@ -7,6 +7,11 @@ does can slow the publisher or another viewer. A viewer whose queue overflows dr
 queued and resumes at the next keyframe, and is told how many frames it lost (MediaMTX and go2rtc
 behave the same way).
 
+A viewer served by uvicorn with :mod:`.ws_direct` goes direct once greeted (:meth:`Hub.go_direct`):
+its frames are no longer queued but written at once to its transport, the WebSocket frame of a
+fragment built once for all such viewers; the transport's write buffer stands in for the queue
+(past ``max_buffered_bytes`` the viewer skips to the next keyframe, counted and told the same way).
+
 Membership (which ids exist, who publishes) is guarded by a lock because SRT connections arrive on
 libsrt's threads; everything that touches viewers runs on the event loop.
 """
@@ -23,9 +28,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from .latency import LatencyHistogram
+from .wsframe import binary_frame, text_frame
 
 log = logging.getLogger("flumph.ingest.hub")
 
@@ -38,6 +44,18 @@ ID_ALPHABET = string.ascii_letters + string.digits
 # the next keyframe (late joiners then wait for it, as they would without a cache).
 GOP_CACHE_MAX_FRAMES = 1200
 GOP_CACHE_MAX_BYTES = 16 * 1024 * 1024
+# A direct viewer's write buffer may hold its queue's worth of average frames plus the GOP it was
+# sent on joining, and never less than this.
+DIRECT_MIN_BUFFER_BYTES = 256 * 1024
+_UNKNOWN_FRAME_BYTES = 16 * 1024  # the average frame, before a stream has any
+
+
+class FrameSink(Protocol):
+    """Where a direct viewer's pre-built WebSocket frames go (see ws_direct.TransportSink)."""
+
+    def write(self, frame: bytes) -> bool: ...
+
+    def buffered(self) -> int: ...
 
 
 class HubError(Exception):
@@ -88,9 +106,58 @@ class Viewer:
         self.dropped_total = 0
         self._dropped_pending = 0
         self.skips = 0
+        self.sink: FrameSink | None = None  # direct: frames go to the transport, not the queue
+        self.max_buffered_bytes = 0
+        self._dropping = False
+
+    def go_direct(self, sink: FrameSink, max_buffered_bytes: int) -> None:
+        """From now on write frames to ``sink``; what is queued goes first, in order."""
+        pending: list[QueueItem] = []
+        while not self.queue.empty():
+            pending.append(self.queue.get_nowait())
+        self.sink = sink
+        self.max_buffered_bytes = max_buffered_bytes
+        for item in pending:
+            if item is None:
+                self.queue.put_nowait(None)  # ended meanwhile: the sender closes
+                return
+            payload = item[0]
+            sink.write(text_frame(payload) if isinstance(payload, str) else binary_frame(payload))
+
+    def write_media(self, item: bytes, keyframe: bool | None, frame: bytes | None = None) -> bool:
+        """A direct viewer's frame: written (True), or dropped by the skip policy. ``frame`` is
+        ``item`` already framed, shared by every viewer."""
+        sink = self.sink
+        assert sink is not None
+        if self.waiting_for_keyframe and keyframe is False:
+            self._count_drop(1)
+            return False
+        if sink.buffered() > self.max_buffered_bytes:
+            self._count_drop(1)
+            if not self._dropping:
+                self._dropping = True
+                self.skips += 1
+            # Opaque streams (keyframe None) have no keyframe to wait for: resume with any frame.
+            self.waiting_for_keyframe = keyframe is not None
+            return False
+        self.waiting_for_keyframe = False
+        self._dropping = False
+        if self._dropped_pending:
+            log.warning(
+                "viewer of %s was too slow, discarded %d frames",
+                self.stream_id,
+                self._dropped_pending,
+            )
+            notice = json.dumps({"type": "skipped", "dropped": self._dropped_pending})
+            self._dropped_pending = 0
+            sink.write(text_frame(notice))
+        return sink.write(frame if frame is not None else binary_frame(item))
 
     def offer(self, item: bytes, keyframe: bool | None, t_in: float = 0.0) -> None:
         """Queue a frame; ``keyframe`` None means the stream is opaque (no keyframes known)."""
+        if self.sink is not None:
+            self.write_media(item, keyframe)
+            return
         if self.waiting_for_keyframe:
             if keyframe is False:
                 self._count_drop(1)
@@ -104,6 +171,9 @@ class Viewer:
 
     def offer_control(self, text: str) -> None:
         """Control messages (media/ended) must arrive even at a slow viewer: make room for them."""
+        if self.sink is not None:
+            self.sink.write(text_frame(text))
+            return
         if self.queue.full():
             self._flush_queue()
             self.waiting_for_keyframe = True
@@ -111,6 +181,9 @@ class Viewer:
 
     def offer_init(self, init: MediaInit) -> None:
         self.offer_control(json.dumps({"type": "media", "mime": init.mime}))
+        if self.sink is not None:
+            self.sink.write(binary_frame(init.data))
+            return
         if self.queue.full():
             self._flush_queue()
             self.waiting_for_keyframe = True
@@ -213,16 +286,38 @@ class Stream:
             else:
                 self.gop.append(data)
                 self._gop_bytes += len(data)
+        frame: bytes | None = None
+        written = False
         for v in self.viewers:
-            v.offer(data, keyframe, t_in)
+            if v.sink is None:
+                v.offer(data, keyframe, t_in)
+                continue
+            if frame is None:
+                frame = binary_frame(data)  # once, for every direct viewer
+            written = v.write_media(data, keyframe, frame) or written
+        if written and t_in:
+            # The last direct viewer's write: the most this fragment waited.
+            self.record_latency(time.monotonic() - t_in)
 
     def publish_opaque(self, data: bytes) -> None:
         now = time.monotonic()
         self.frames += 1
         self.bytes += len(data)
         self.meter.add(len(data), now)
+        frame: bytes | None = None
         for v in self.viewers:
-            v.offer(data, None)
+            if v.sink is None:
+                v.offer(data, None)
+                continue
+            if frame is None:
+                frame = binary_frame(data)
+            v.write_media(data, None, frame)
+
+    def direct_buffer_limit(self, queue_frames: int) -> int:
+        """The write-buffer bytes a direct viewer may hold before it skips: its queue's worth of
+        this stream's average frames, plus the cached GOP it is sent on joining."""
+        average = self.bytes // self.frames if self.frames else _UNKNOWN_FRAME_BYTES
+        return max(DIRECT_MIN_BUFFER_BYTES, (queue_frames + 4) * average + self._gop_bytes)
 
     # --- viewers --------------------------------------------------------------------------------
     def attach(self, viewer: Viewer) -> None:
@@ -405,6 +500,15 @@ class Hub:
         stream.attach(viewer)
         self._viewers_changed(stream_id, len(stream.viewers))
         return stream, viewer
+
+    def go_direct(self, stream: Stream, viewer: Viewer, sink: FrameSink) -> None:
+        """Switch a greeted viewer to direct writes (see the module's docstring)."""
+        viewer.go_direct(sink, stream.direct_buffer_limit(self.viewer_queue_frames))
+        log.debug(
+            "viewer of %s writes direct (buffer limit %d bytes)",
+            stream.id,
+            viewer.max_buffered_bytes,
+        )
 
     def remove_viewer(self, stream: Stream, viewer: Viewer) -> None:
         if viewer in stream.viewers:

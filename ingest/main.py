@@ -16,6 +16,7 @@ from flumph.runner import run_service
 from flumph.serviceapp import run_on_server_loop
 
 from .service import IngestConfig, IngestService, seed_env
+from .ws_direct import DirectFrameProtocol
 
 ENV_PREFIX = "FLUMPH_INGEST_"
 log = logging.getLogger("flumph.ingest")
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             # Video does not compress: permessage-deflate (which browsers offer) cost 24 % of
             # the ingest's CPU at 100 streams and lost frames at 200 (bench/ingest_fanout.py).
             ws_per_message_deflate=False,
+            ws=DirectFrameProtocol,  # one WebSocket frame per fragment for every viewer
             lifespan="on",
         )
     )
