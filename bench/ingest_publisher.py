@@ -24,7 +24,7 @@ from typing import Any
 
 from flumph import srt
 
-from .ingest_clip import Clip, load_clip
+from .ingest_clip import FPS, Clip, relayout
 
 _CONNECT_WORKERS = 16
 _START_MARGIN_S = 0.3
@@ -132,7 +132,8 @@ def _sender_stats(target: Target) -> None:
 
 
 def run(plan: dict[str, Any]) -> dict[str, Any]:
-    clip = load_clip(Path(plan["clip"]))
+    # "fps": the clip's frame rate when it is not the ingest benches' (bench/peer_fanout.py: 30).
+    clip = relayout(Path(plan["clip"]).read_bytes(), int(plan.get("fps", FPS)))
     latency_ms = int(plan.get("latency_ms", 120))
     targets = [Target(t["id"], t["host"], int(t["port"])) for t in plan["targets"]]
     connect_started = time.monotonic()

@@ -277,3 +277,32 @@ async def test_late_joiner_gets_gop_cache_at_once(shared_ingest: Ingest) -> None
     burst = [t for t in got.arrival if t - got.arrival[0] < 0.03]
     assert len(burst) >= 4, [round(t - got.arrival[0], 3) for t in got.arrival[:10]]
     assert decode_fmp4(parts).frames >= 30
+
+
+async def test_matroska_the_reader_cannot_read_is_handed_to_pyav_mid_stream(
+    shared_ingest: Ingest, tmp_path: Path
+) -> None:
+    # FFmpeg writes a subtitle track's frames as BlockGroups: the SRT thread's reader gives the
+    # first frames, then hands the stream to PyAV, which must carry on without a gap or a repeat.
+    subs = tmp_path / "subtitles.srt"
+    subs.write_text("1\n00:00:00,500 --> 00:00:01,000\nhello\n", encoding="utf-8")
+    cmd = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+        "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15", "-i", str(subs),
+        "-frames:v", "45", "-g", "15", "-c:v", "libx264", "-bf", "0", "-c:s", "srt",
+        "-f", "matroska", "-live", "1", "pipe:1",
+    ]  # fmt: skip
+    data = subprocess.run(cmd, check=True, capture_output=True, timeout=120).stdout
+    sender = asyncio.create_task(
+        asyncio.to_thread(_replay, shared_ingest.srt_port, "handover1", _slices(data), 15.0)
+    )
+    await asyncio.to_thread(shared_ingest.wait_stream, "handover1")
+    got = await watch(shared_ingest.ws, "handover1", seconds=40)
+    await sender
+    segs = got.segments()
+    assert len(segs) == 1, got.texts  # the hand-over keeps the init segment: same track
+    dec = decode_fmp4(segs[0][1])
+    assert (dec.codec, dec.width, dec.height) == ("h264", 320, 180)
+    # The viewer starts at a keyframe (the GOP cache): a gap or a repeat at the hand-over would
+    # leave a count that is not whole GOPs of 15.
+    assert dec.frames >= 30 and dec.frames % 15 == 0, dec
