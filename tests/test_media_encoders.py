@@ -133,7 +133,7 @@ def test_svt_in_band_sequence_header_wins_over_extradata():
     enables); the init segment must carry the stream's, which we take from the key frame."""
     source = demux(mux_clip("matroska", Segment("libsvtav1", 3)))
     assert source.extradata is not None
-    in_band = bs.find_sequence_header(bs.split_obus(source.packets[0].data))
+    in_band = bs.find_sequence_header(bs.split_obus(bytes(source.packets[0].data)))
     from_extradata = bs.parse_av1c(source.extradata).config_obus
     assert in_band is not None and in_band.raw != from_extradata
     repackager = Repackager("av1", source.extradata, 320, 240, source.time_base)

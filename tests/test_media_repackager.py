@@ -120,7 +120,7 @@ def test_parameter_sets_and_delimiters_leave_the_samples(encoder, container):
     if container == "mpegts":
         # FFmpeg's TS carries parameter sets and an AUD in-band before every keyframe.
         keyframe = next(p for p in source.packets if p.keyframe)
-        assert {type_of(nal) for nal in bs.split_annexb(keyframe.data)} & banned
+        assert {type_of(nal) for nal in bs.split_annexb(bytes(keyframe.data))} & banned
 
 
 def test_av1_samples_pass_through_untouched():
@@ -150,7 +150,7 @@ def test_frames_needing_no_rewrite_are_read_from_a_memoryview_unchanged(encoder,
 def test_av1_temporal_delimiters_are_removed_and_sizes_added():
     source = clip("matroska", Segment("libsvtav1", 5))
     key = source.packets[0]
-    obus = bs.split_obus(key.data)
+    obus = bs.split_obus(bytes(key.data))
     # Rewrite the key frame as a TD + OBUs whose last one has no size field.
     last = obus[-1]
     unsized = bytes([last.raw[0] & ~0x02]) + last.payload
