@@ -220,6 +220,8 @@ class LiveDemuxer(threading.Thread):
         feed: ByteFeed,
         emit: Callable[[DemuxEvent], None],
         previous: DemuxSession | None = None,
+        *,
+        continues: bool = False,
     ) -> None:
         super().__init__(name=f"demux-{name}", daemon=True)
         self.stream_name = name
@@ -229,6 +231,9 @@ class LiveDemuxer(threading.Thread):
         # The same id's previous publisher session: its repackager carries the output timeline,
         # so viewers that stayed attached never see timestamps go backwards.
         self._previous = previous
+        # ``previous`` is this same connection's Matroska reader handing over mid-stream: its
+        # repackager carries on as it is (no new session, no wait for a keyframe).
+        self._continues = continues
 
     def run(self) -> None:
         error: str | None = None
@@ -283,7 +288,10 @@ class LiveDemuxer(threading.Thread):
             codec = cc.codec.canonical_name
             fps = float(vs.average_rate) if vs.average_rate else None
             tb = vs.time_base or Fraction(1, 90000)
-            if self.repackager is None:
+            continues, self._continues = self._continues, False
+            if continues and self.repackager is not None:
+                pass  # the reader's repackager carries on mid-stream
+            elif self.repackager is None:
                 self.repackager = Repackager(
                     codec, cc.extradata, cc.width, cc.height, Fraction(tb), fps_hint=fps
                 )

@@ -152,7 +152,7 @@ class SrtIngest(srt.SrtServerHandler):
                 self._end(pub, str(e) or type(e).__name__)
                 return
             if resume is not None:
-                self._start_pyav(pub, resume, demuxer)
+                self._start_pyav(pub, resume, demuxer, continues=True)
             return
         if demuxer is None:
             if data.startswith(EBML_MAGIC):
@@ -164,9 +164,17 @@ class SrtIngest(srt.SrtServerHandler):
             self._start_pyav(pub, b"", pub.previous)
         self._feed(pub, data)
 
-    def _start_pyav(self, pub: Publisher, first: bytes, previous: DemuxSession | None) -> None:
+    def _start_pyav(
+        self,
+        pub: Publisher,
+        first: bytes,
+        previous: DemuxSession | None,
+        *,
+        continues: bool = False,
+    ) -> None:
         feed = ByteFeed(self.feed_max_bytes)
-        demuxer = LiveDemuxer(pub.stream_id, feed, self._emitter(pub, threaded=True), previous)
+        emit = self._emitter(pub, threaded=True)
+        demuxer = LiveDemuxer(pub.stream_id, feed, emit, previous, continues=continues)
         pub.feed, pub.demuxer, pub.previous = feed, demuxer, None
         self.last_demuxer[pub.stream_id] = demuxer
         demuxer.start()
