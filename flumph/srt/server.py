@@ -314,9 +314,15 @@ class SrtServer:
                 _log.exception("SRT %s: on_data failed for %r", self.address, conn)
                 self._finish(conn, f"on_data failed: {e!r}")
                 return
-        code, message = _last_error()
-        if size < 0 and code == _SRT_EASYNCRCV and not events & _SRT_EPOLL_ERR:
+        # The usual end of a round, "nothing more to read", needs the code alone: libsrt's message
+        # (two more calls and a string) only when the connection broke.
+        if (
+            size < 0
+            and not events & _SRT_EPOLL_ERR
+            and int(lib.srt_getlasterror(None)) == (_SRT_EASYNCRCV)
+        ):
             return
+        code, message = _last_error()
         if conn.closed:
             self._finish(conn, None)
         elif size == 0 or code in (_SRT_ECONNLOST, _SRT_EASYNCRCV):
