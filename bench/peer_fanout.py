@@ -33,7 +33,7 @@ from bench import ingest_procstat as ps
 from bench.ingest_clip import OUT_DIR
 from bench.ingest_fanout import _read_event, _send_plan, _spawn
 from bench.ingest_systems import free_tcp_port, free_udp_ports, stop_process
-from bench.peer_nms import NMS_VERSION, rtmp_publishers, start_nms
+from bench.peer_nms import NMS_VERSION, _wait_tcp, rtmp_publishers, start_nms, x264_clip
 
 FPS = 30
 TIMESCALE = 1000  # Matroska's millisecond timestamps carry through to the fragments
@@ -56,19 +56,7 @@ def _say(message: str) -> None:
 
 def clip_720p(seconds: int) -> Path:
     path = OUT_DIR / f"h264-720p-1M-{FPS}fps-g60-{seconds}s.mkv"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.mkv")
-        cmd = [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={FPS}", "-t", str(seconds),
-            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-b:v", "1M",
-            "-maxrate", "1M", "-bufsize", "2M", "-g", "60", "-pix_fmt", "yuv420p",
-            "-f", "matroska", str(partial),
-        ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, timeout=900)
-        partial.replace(path)
-    return path
+    return x264_clip(path, "1280x720", FPS, 1000, 60, seconds)
 
 
 def start_flumph(log_dir: Path, viewers: int) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -81,8 +69,6 @@ def start_flumph(log_dir: Path, viewers: int) -> tuple[subprocess.Popen[bytes], 
     ]  # fmt: skip
     with open(log_dir / f"fanout-ingest-{http_port}.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    from bench.peer_nms import _wait_tcp
-
     _wait_tcp(http_port, proc, "flumph ingest")
     return proc, http_port, srt_port
 

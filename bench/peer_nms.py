@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ingest_procstat as ps
-from bench.ingest_clip import FPS, OUT_DIR, load_clip
+from bench.ingest_clip import FPS, OUT_DIR, relayout
 from bench.ingest_fanout import _read_event, _send_plan, _spawn
 from bench.ingest_systems import (
     FfmpegFleet,
@@ -66,23 +66,29 @@ def _say(message: str) -> None:
 # --- the clip and the peer's installation -----------------------------------------------------
 
 
-def h264_clip(seconds: int) -> Path:
-    """The ingest benches' clip as H.264 (libx264, no B-frames), cached in bench/out/."""
-    path = OUT_DIR / f"h264-360p-250k-{FPS}fps-g60-{seconds}s.mkv"
+def x264_clip(path: Path, size: str, fps: int, kbps: int, gop: int, seconds: int) -> Path:
+    """A testsrc2 clip in H.264 (libx264 veryfast, no B-frames, CBR-ish) as Matroska, made once
+    by the ffmpeg CLI at ``path`` and checked to re-lay as the publisher sends it."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.mkv")
         cmd = [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate={FPS}", "-t", str(seconds),
-            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-b:v", "250k",
-            "-maxrate", "250k", "-bufsize", "500k", "-g", "60", "-pix_fmt", "yuv420p",
-            "-f", "matroska", str(partial),
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-b:v", f"{kbps}k",
+            "-maxrate", f"{kbps}k", "-bufsize", f"{2 * kbps}k", "-g", str(gop),
+            "-pix_fmt", "yuv420p", "-f", "matroska", str(partial),
         ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-        load_clip(partial)  # it must re-lay as the publisher sends it
+        subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+        relayout(partial.read_bytes(), fps)  # it must re-lay as the publisher sends it
         partial.replace(path)
     return path
+
+
+def h264_clip(seconds: int) -> Path:
+    """The ingest benches' clip as H.264 (libx264, no B-frames), cached in bench/out/."""
+    path = OUT_DIR / f"h264-360p-250k-{FPS}fps-g60-{seconds}s.mkv"
+    return x264_clip(path, "640x360", FPS, 250, 60, seconds)
 
 
 def ensure_nms() -> Path:
