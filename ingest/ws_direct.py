@@ -53,13 +53,20 @@ class TransportSink:
         return self._protocol.transport.get_write_buffer_size()
 
 
+# What TransportSink reads of uvicorn's protocol (uvicorn 0.36-0.55): a uvicorn that renamed any
+# of them leaves every viewer on the ASGI path rather than failing mid-fan-out.
+_PROTOCOL_STATE = ("close_sent", "disconnected", "conn", "transport")
+
+
 class DirectFrameProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O websockets protocol that offers a :class:`TransportSink` in the scope."""
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = cast(dict[str, Any] | None, getattr(self, "scope", None))
-        if scope is None or self.conn.extensions:
+        if scope is None or not all(hasattr(self, name) for name in _PROTOCOL_STATE):
+            return
+        if self.conn.extensions:
             return
         extensions = scope.setdefault("extensions", {})
         extensions[SCOPE_KEY] = TransportSink(self)
