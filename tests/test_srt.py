@@ -582,3 +582,46 @@ def test_wire_bytes_estimate_matches_a_counting_relay(serve: ServerFactory) -> N
     assert downstream.wire_bytes_received == pytest.approx(measured_up, rel=0.05)
     assert upstream.wire_bytes_received == pytest.approx(measured_down, rel=0.10)
     assert downstream.wire_bytes_sent == pytest.approx(measured_down, rel=0.10)
+
+
+def test_every_public_name_imports_from_the_package() -> None:
+    # flumph.srt was one module before it became a package: what importers used still works.
+    names = [
+        "ACKACK_WIRE_BYTES",
+        "ACK_WIRE_BYTES",
+        "Accept",
+        "DATA_HEADER_BYTES",
+        "DEBIAN_PACKAGE",
+        "HANDSHAKE_WIRE_BYTES",
+        "LIBRARY_ENV",
+        "MAX_PAYLOAD_SIZE",
+        "MAX_STREAMID_BYTES",
+        "NAK_WIRE_BYTES",
+        "RECV_BUFFER_SIZE",
+        "REJECT_BAD_MODE",
+        "REJECT_BAD_REQUEST",
+        "REJECT_BAD_SECRET",
+        "REJECT_CONFLICT",
+        "REJECT_FORBIDDEN",
+        "REJECT_INTERNAL_ERROR",
+        "REJECT_NOT_FOUND",
+        "REJECT_OVERLOAD",
+        "REJECT_SERVICE_DOWN",
+        "REJECT_TIMEOUT",
+        "REJECT_UNACCEPTABLE",
+        "REJECT_UNAUTHORIZED",
+        "REJECT_UNSECURE",
+        "Reject",
+        "SrtError",
+        "SrtLibraryMissing",
+        "SrtOptions",
+        "SrtRejected",
+        "SrtServer",
+        "SrtServerHandler",
+        "SrtSocket",
+        "SrtStats",
+        "libsrt_version",
+        "set_libsrt_log_level",
+    ]
+    assert [n for n in names if not hasattr(srt, n)] == []
+    assert set(srt.__all__) <= set(dir(srt))

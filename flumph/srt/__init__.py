@@ -32,9 +32,10 @@ listener). Import every public name from here: ``from flumph.srt import SrtServe
 
 from __future__ import annotations
 
-from flumph.srt.caller import SrtSocket
+from flumph.srt.caller import RECV_BUFFER_SIZE, SrtSocket
 from flumph.srt.library import (
     DEBIAN_PACKAGE,
+    LIBRARY_ENV,
     REJECT_BAD_MODE,
     REJECT_BAD_REQUEST,
     REJECT_BAD_SECRET,
@@ -55,19 +56,29 @@ from flumph.srt.library import (
     set_libsrt_log_level,
 )
 from flumph.srt.options import (
+    ACK_WIRE_BYTES,
+    ACKACK_WIRE_BYTES,
     DATA_HEADER_BYTES,
+    HANDSHAKE_WIRE_BYTES,
     MAX_PAYLOAD_SIZE,
     MAX_STREAMID_BYTES,
+    NAK_WIRE_BYTES,
     SrtOptions,
     SrtStats,
 )
 from flumph.srt.server import Accept, Reject, SrtServer, SrtServerHandler
 
 __all__ = [
+    "ACKACK_WIRE_BYTES",
+    "ACK_WIRE_BYTES",
     "DATA_HEADER_BYTES",
     "DEBIAN_PACKAGE",
+    "HANDSHAKE_WIRE_BYTES",
+    "LIBRARY_ENV",
     "MAX_PAYLOAD_SIZE",
     "MAX_STREAMID_BYTES",
+    "NAK_WIRE_BYTES",
+    "RECV_BUFFER_SIZE",
     "REJECT_BAD_MODE",
     "REJECT_BAD_REQUEST",
     "REJECT_BAD_SECRET",
