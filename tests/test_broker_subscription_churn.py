@@ -2,8 +2,10 @@
 a client that subscribes or leaves while a message is being fanned out raises "dictionary
 changed size during iteration" inside the broker and that message never reaches the subscribers
 after it (seen first when the dashboard tests' mosquitto_pub/mosquitto_sub came and went around
-the embedded broker). Shown on plain amqtt (strict xfail), absent from the embedded broker, and
-mosquitto as the reference."""
+the embedded broker). Absent from the embedded broker, with mosquitto as the reference. On plain
+amqtt the loss is a race that a run triggers often but not always (a strict xfail here passed once
+under a quiet machine), so plain amqtt is not parametrised: the mechanism is shown
+deterministically by ``test_snapshot_subscriptions_iterate_a_copy``."""
 
 from __future__ import annotations
 
@@ -20,13 +22,12 @@ from tests.brokers import (
     Probe,
     start_embedded,
     start_mosquitto,
-    start_plain_amqtt,
 )
 
 CHURNERS = [f"churn{i}" for i in range(6)]
 USERS = {BACKEND_USER: BACKEND_PASSWORD, **{c: f"{c}-pw" for c in CHURNERS}}
 MESSAGES = 300
-STARTERS = {"plain": start_plain_amqtt, "flumph": start_embedded, "mosquitto": start_mosquitto}
+STARTERS = {"flumph": start_embedded, "mosquitto": start_mosquitto}
 
 
 def test_snapshot_subscriptions_iterate_a_copy() -> None:
@@ -39,17 +40,7 @@ def test_snapshot_subscriptions_iterate_a_copy() -> None:
     assert subs == {}
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            "plain",
-            marks=pytest.mark.xfail(strict=True, reason="amqtt drops messages during churn"),
-        ),
-        "flumph",
-        "mosquitto",
-    ],
-)
+@pytest.mark.parametrize("kind", ["flumph", "mosquitto"])
 def test_every_message_arrives_while_other_clients_subscribe_and_leave(
     kind: str, tmp_path: Path
 ) -> None:
