@@ -16,9 +16,9 @@ import uvicorn
 from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
-from flumph.ports import PortWanted, bind_problem
-from flumph.runner import run_service
-from flumph.serviceapp import run_on_server_loop
+from flumph.service.app import run_on_server_loop
+from flumph.service.ports import PortWanted, bind_problem
+from flumph.service.runner import run_service
 
 from .service import DashboardConfig, DashboardService
 from .usage_store import UsageStoreError, check_state_dir

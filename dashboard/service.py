@@ -12,10 +12,10 @@ from pydantic import Field, ValidationError, field_validator
 from flumph import auth
 from flumph.config import StrictModel
 from flumph.control import PREFIX_RE
-from flumph.metricsroute import add_metrics_route
 from flumph.mqtt import MqttSettings
 from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
-from flumph.serviceapp import service_app
+from flumph.service.app import service_app
+from flumph.service.metrics import add_metrics_route
 
 from .access import Access
 from .api import EventFeed, add_api_routes

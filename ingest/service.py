@@ -13,10 +13,10 @@ from pydantic import Field, field_validator, model_validator
 
 from flumph import auth, srt
 from flumph.config import StrictModel
-from flumph.metricsroute import add_metrics_route
 from flumph.mqtt import MqttSettings
 from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
-from flumph.serviceapp import service_app
+from flumph.service.app import service_app
+from flumph.service.metrics import add_metrics_route
 
 from .app import TokenGate, add_preview_routes, add_relay_routes
 from .budget_notice import BudgetNotices

@@ -23,7 +23,7 @@ from flumph.dashboard.service import DashboardConfig
 from flumph.ingest.main import build_parser as ingest_parser
 from flumph.ingest.service import IngestConfig
 from flumph.mqtt import MqttSettings
-from flumph.up import build_parser as up_parser
+from flumph.up.main import build_parser as up_parser
 
 # "default 360", "(default 0.0.0.0; env HOST)"; not "default: the page's own origin".
 DEFAULT_RE = re.compile(r"\bdefault ([^\s:;,)][^\s;,)]*)")

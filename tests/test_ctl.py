@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from flumph.control import Topics
-from flumph.ctl import main as ctl_main
+from flumph.ctl.main import main as ctl_main
 from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, MosquittoSub, start_mosquitto
 from tests.conftest import free_port
 from tests.test_fleet_service import USERS, FakeDevice, start_dashboard

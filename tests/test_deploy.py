@@ -563,7 +563,7 @@ def test_dockerfile_image_shape() -> None:
 
 
 def test_the_images_default_command_serves_on_every_interface() -> None:
-    from flumph import up
+    from flumph.up import main as up
 
     command = json.loads(last("CMD"))
     assert command[0] == "up"

@@ -27,8 +27,8 @@ from typing import Any
 from flumph import auth
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
-from flumph.ports import PortWanted, first_problem
-from flumph.runner import run_service
+from flumph.service.ports import PortWanted, first_problem
+from flumph.service.runner import run_service
 
 log = logging.getLogger("flumph.up")
 DEMO_DEVICE = "demo"
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     from flumph.dashboard.usage_store import UsageStoreError, check_state_dir
     from flumph.ingest.service import IngestConfig, IngestService
     from flumph.ingest.ws_direct import DirectFrameProtocol
-    from flumph.metricsroute import MetricsSource, add_metrics_route
-    from flumph.serviceapp import run_on_server_loop
+    from flumph.service.app import run_on_server_loop
+    from flumph.service.metrics import MetricsSource, add_metrics_route
 
     ns = parse_args(argv)
     setup_logging(ns.log_level, json_lines=ns.log_json)

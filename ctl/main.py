@@ -9,13 +9,14 @@
     flumph ctl grant ID MB                   one-shot data allowance for this budget period
     flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
     flumph ctl usage [ID]                    data used vs budget (+ 48 h by the hour), from
-                                             the dashboard's API (see flumph.ctl_usage)
+                                             the dashboard's API (see flumph.ctl.usage)
 
 Patches go to ``set`` (never straight to ``desired``) so that whichever backend owns the shadow
 merges them. Each carries a fresh ``client_token``; the backend's answer with that token on
 ``set/accepted`` gives the version, and then ctl waits until the device reports ``applied_v`` at
 least that version (``--no-wait``: only for the backend's answer). A rejection, an offline device,
-a device error or the timeout ends it with exit code 1 and the reason (see :mod:`flumph.setwait`).
+a device error or the timeout ends it with exit code 1 and the reason (see
+:mod:`flumph.ctl.setwait`).
 Values in ``key=value`` are JSON when they parse (``bitrate_kbps=300``, ``streaming=true``), else
 strings (``codec=av1``), and are validated here before anything is sent. Broker and account:
 ``--mqtt URL --username U --password P`` or ``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``,
@@ -40,7 +41,6 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from flumph import ctl_usage
 from flumph.config import ConfigError, StrictModel, load_config
 from flumph.control import (
     CLIENT_TOKEN,
@@ -63,9 +63,10 @@ from flumph.control import (
     decode_desired,
     validate_patch,
 )
+from flumph.ctl import usage as ctl_usage
+from flumph.ctl.setwait import SetWait
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import failure_reason
-from flumph.setwait import SetWait
 
 ENV_PREFIX = "FLUMPH_CTL_"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
