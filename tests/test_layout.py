@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIR: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
-    "setuptools"
-]["package-dir"]
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+PACKAGE_DIR: dict[str, str] = SETUPTOOLS["package-dir"]
 # flumph.<name> -> its folder, for every component (every mapped folder but the core's).
 COMPONENTS = {pkg.split(".")[1]: folder for pkg, folder in PACKAGE_DIR.items() if pkg != "flumph"}
 WEB_FRAMEWORKS = {"fastapi", "uvicorn", "starlette", "prometheus_client", "amqtt", "websockets"}
@@ -86,6 +85,18 @@ def test_every_folder_with_python_is_mapped() -> None:
     }
     assert not unmapped, f"package folders missing from pyproject's package-dir: {unmapped}"
     assert set(ALLOWED) == set(COMPONENTS), "every component needs a rule in ALLOWED"
+
+
+def test_every_package_folder_is_installed() -> None:
+    """setuptools installs only the packages listed: a subpackage missing from the list works in
+    an editable install and is absent from the wheel (the Docker image)."""
+    found = set()
+    for package, folder in PACKAGE_DIR.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            sub = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join([package, *sub]))
+    missing = found - set(SETUPTOOLS["packages"])
+    assert not missing, f"add to pyproject's [tool.setuptools] packages: {sorted(missing)}"
 
 
 def test_the_core_imports_no_component_and_no_web_framework() -> None:
