@@ -26,16 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import (
-    REPO_DIR,
-    CountingReceiver,
-    cpu_seconds,
-    format_table,
-    machine_note,
-    machine_ticks,
-    status_kib,
-    write_json,
-)
+from bench.procstat import cpu_seconds, machine_cpu, status_kib
+from bench.report import REPO_DIR, format_table, machine_note, write_json
+from bench.srt_receiver import CountingReceiver
 
 CASES = [(640, 360, 15, 250), (1280, 720, 30, 500)]
 CODECS = ("av1", "hevc")
@@ -216,10 +209,10 @@ def run_once(
                 time.sleep(0.05)
             time.sleep(WARMUP_S)
             cpu0, wall0, bytes0 = cpu_seconds(proc.pid), time.monotonic(), receiver.report.bytes
-            busy0, total0 = machine_ticks()
+            busy0, total0 = machine_cpu()
             time.sleep(window_s)
             cpu1, wall1, bytes1 = cpu_seconds(proc.pid), time.monotonic(), receiver.report.bytes
-            busy1, total1 = machine_ticks()
+            busy1, total1 = machine_cpu()
             rss, peak = status_kib(proc.pid, "VmRSS") / 1024, status_kib(proc.pid, "VmHWM") / 1024
             if proc.poll() is not None:
                 raise RuntimeError(f"{system} {codec} exited during the window")

@@ -14,7 +14,7 @@ Systems, each in its own run against a fresh server (so every run starts at the 
   * ffmpeg-copy-ts (the peer): Debian's ``ffmpeg -rtsp_transport tcp -i rtsp://... -c copy -f
     mpegts srt://...`` (libsrt, default MPEG-TS muxer settings).
 The RTSP server and the sender sit in one private network namespace, the SRT receiver (a plain
-libsrt listener, ``bench.agent_common receive``) in another, joined by a veth: the kernel counts
+libsrt listener, ``bench.srt_receiver receive``) in another, joined by a veth: the kernel counts
 the SRT link's IP-level bytes each way (veth counters minus 14 B of Ethernet per frame); the RTSP
 traffic stays on the sender's loopback. CPU (utime+stime of all threads) and RSS of the sender
 process come from /proc over a window after a warm-up.
@@ -36,20 +36,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import (
-    OUT_DIR,
-    REPO_DIR,
-    NetnsLink,
-    cpu_seconds,
-    finish_receiver_process,
-    format_table,
-    machine_note,
-    python_module,
-    start_receiver_process,
-    status_kib,
-    synthetic_frames,
-    write_json,
-)
+from bench.clips import synthetic_frames
+from bench.netns import NetnsLink
+from bench.procstat import cpu_seconds, status_kib
+from bench.report import OUT_DIR, REPO_DIR, format_table, machine_note, write_json
+from bench.srt_receiver import finish_receiver_process, python_module, start_receiver_process
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
 GOP_FRAMES = 60  # 4 s, the agent's default keyframe interval
@@ -175,7 +166,7 @@ def run_once(
         link.command(
             link.receiver_ns,
             python_module(
-                "bench.agent_common", "receive", "--host", link.RECEIVER_ADDRESS,
+                "bench.srt_receiver", "receive", "--host", link.RECEIVER_ADDRESS,
                 "--port", str(SRT_PORT), "--timeout", str(seconds + 60),
             ),
         )

@@ -31,20 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.agent_common import (
-    OUT_DIR,
-    REPO_DIR,
-    EncodedClip,
-    U8Array,
-    encode_frames,
-    format_table,
-    machine_note,
-    python_module,
-    read_ivf,
-    synthetic_frames,
-    write_ivf,
-    write_json,
-)
+from bench.clips import EncodedClip, U8Array, encode_frames, read_ivf, synthetic_frames, write_ivf
+from bench.report import OUT_DIR, REPO_DIR, format_table, machine_note, write_json
+from bench.srt_receiver import python_module
 
 FPS = 30
 SIZES = [(640, 360), (1280, 720)]

@@ -6,7 +6,7 @@ encoder settings, then sent in real time, each in its own run, by
     frames per SRT burst, in a process of its own;
   * ffmpeg-ts: ``ffmpeg -re -i clip.ivf -c copy -f mpegts srt://...`` (Debian's CLI, default muxer
     settings), carrying the very same packets.
-The receiver is a plain libsrt listener (``bench.agent_common receive``). Sender and receiver sit in
+The receiver is a plain libsrt listener (``bench.srt_receiver receive``). Sender and receiver sit in
 two private network namespaces joined by a veth, so the kernel counts the IP-level bytes each way
 (/proc/net/netstat IpExt, cross-checked with the veth's Ethernet counters - 14 B per frame).
 
@@ -26,22 +26,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import (
-    OUT_DIR,
-    REPO_DIR,
-    IpCounters,
-    NetnsLink,
+from bench.clips import encode_frames, read_ivf, synthetic_frames, write_ivf
+from bench.netns import IpCounters, NetnsLink
+from bench.report import OUT_DIR, REPO_DIR, format_table, machine_note, write_json
+from bench.srt_receiver import (
     ReceiverReport,
-    encode_frames,
     finish_receiver_process,
-    format_table,
-    machine_note,
     python_module,
-    read_ivf,
     start_receiver_process,
-    synthetic_frames,
-    write_ivf,
-    write_json,
 )
 
 WIDTH, HEIGHT = 640, 360
@@ -163,7 +155,7 @@ def run_once(
         link.command(
             link.receiver_ns,
             python_module(
-                "bench.agent_common",
+                "bench.srt_receiver",
                 "receive",
                 "--host",
                 host,

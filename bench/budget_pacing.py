@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.agent_common import format_table, machine_note, write_json
+from bench.report import format_table, machine_note, write_json
 from flumph.agent import budget as rules
 from flumph.agent.budgetguard import BudgetGuard, BudgetWatch
 from flumph.agent.usage import UsageStore

@@ -40,8 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import REPO_DIR, NetnsLink, format_table, machine_note, write_json
 from bench.control_common import BrokerProc, start_mosquitto, wait_listening, work_dir
+from bench.netns import NetnsLink
+from bench.report import REPO_DIR, format_table, machine_note, write_json
 
 DEV = "bench-cam"
 SRT_PORT = 9000

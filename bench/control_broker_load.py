@@ -28,14 +28,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.agent_common import (
-    REPO_DIR,
-    cpu_seconds,
-    format_table,
-    machine_note,
-    status_kib,
-    write_json,
-)
 from bench.control_common import (
     PINGREQ,
     BrokerProc,
@@ -48,6 +40,8 @@ from bench.control_common import (
     subscribe_packet,
     work_dir,
 )
+from bench.procstat import cpu_seconds, status_kib
+from bench.report import REPO_DIR, format_table, machine_note, write_json
 from flumph.mqtt import DEFAULT_KEEPALIVE_S
 
 PERIOD_S = 5.0

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.agent_common import OUT_DIR, REPO_DIR
+from bench.report import OUT_DIR, REPO_DIR
 
 # --- brokers ----------------------------------------------------------------------------------
 

@@ -22,15 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import (
-    REPO_DIR,
-    IpCounters,
-    NetnsLink,
-    format_table,
-    machine_note,
-    write_json,
-)
 from bench.control_common import BrokerProc, start_mosquitto, verdict, work_dir
+from bench.netns import IpCounters, NetnsLink
+from bench.report import REPO_DIR, format_table, machine_note, write_json
 from flumph.mqtt import DEFAULT_KEEPALIVE_S
 
 PEER_KEEPALIVE_S = 60  # paho's default

@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import REPO_DIR, cpu_seconds, format_table, machine_note, write_json
 from bench.control_common import BrokerProc, free_port, percentile, start_broker, work_dir
+from bench.procstat import cpu_seconds
+from bench.report import REPO_DIR, format_table, machine_note, write_json
 from flumph.control import Reported, Topics, decode
 from flumph.mqtt import MqttSettings, make_client
 

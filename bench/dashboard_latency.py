@@ -49,7 +49,7 @@ from typing import Any
 
 import httpx
 
-from bench.agent_common import OUT_DIR, REPO_DIR, format_table, machine_note, write_json
+from bench.report import OUT_DIR, REPO_DIR, format_table, machine_note, write_json
 
 DEVICE = "cam1"
 PEER = "ffpeer"

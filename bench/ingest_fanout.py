@@ -29,7 +29,7 @@ from typing import IO, Any
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import ingest_procstat as ps
+from bench import procstat as ps
 from bench.ingest_clip import OUT_DIR, ensure_clip, load_clip
 from bench.ingest_report import (
     MB,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .ingest_fmp4 import BoxStream, fragment_info, init_timescale
-from .ingest_procstat import listening_udp_ports
+from .procstat import listening_udp_ports
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from flumph.ingest.hub import Hub, MediaInit
 from flumph.ingest.latency import BUCKETS_S, LatencyHistogram
 from flumph.ingest.metrics import IngestMetrics
-from flumph.metricsroute import registry_of
+from flumph.service.metrics import registry_of
 
 INIT = MediaInit('video/mp4; codecs="av01.0.04M.08"', b"init", "av1", 640, 360)
 

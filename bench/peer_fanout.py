@@ -29,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import ingest_procstat as ps
+from bench import procstat as ps
 from bench.ingest_clip import OUT_DIR
 from bench.ingest_fanout import _read_event, _send_plan, _spawn
 from bench.ingest_systems import free_tcp_port, free_udp_ports, stop_process

@@ -15,7 +15,7 @@ import sys
 from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
-from flumph.ports import PortWanted, first_problem
+from flumph.service.ports import PortWanted, first_problem
 
 from .config import ENV_PREFIX, BrokerSettings
 

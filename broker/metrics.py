@@ -51,7 +51,7 @@ class CountingBroker(Protocol):
 
 
 class BrokerMetrics:
-    """A metrics source (see :mod:`flumph.metricsroute`) over a running broker, or nothing while
+    """A metrics source (see :mod:`flumph.service.metrics`) over a running broker, or nothing while
     it is stopped."""
 
     def __init__(self, broker: Callable[[], CountingBroker | None]) -> None:
@@ -117,7 +117,7 @@ def serve_metrics(metrics: BrokerMetrics, host: str, port: int) -> MetricsServer
     """Serve ``/metrics`` on ``host:port`` (0: any free port) from a thread of its own."""
     from prometheus_client import start_http_server
 
-    from flumph.metricsroute import registry_of
+    from flumph.service.metrics import registry_of
 
     registry = registry_of([metrics])
     server, thread = start_http_server(port, addr=host, registry=registry)

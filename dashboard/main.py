@@ -16,11 +16,11 @@ import uvicorn
 from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
-from flumph.ports import PortWanted, bind_problem
-from flumph.runner import run_service
-from flumph.serviceapp import run_on_server_loop
+from flumph.service.app import run_on_server_loop
+from flumph.service.ports import PortWanted, bind_problem
+from flumph.service.runner import run_service
 
-from .service import DashboardConfig, DashboardService
+from .service import RENAMED, DashboardConfig, DashboardMqtt, DashboardService
 from .usage_store import UsageStoreError, check_state_dir
 
 ENV_PREFIX = "FLUMPH_DASHBOARD_"
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     def d(name: str) -> str:
         return default_of(DashboardConfig, name)
 
+    def dm(name: str) -> str:
+        return default_of(DashboardMqtt, name)
+
     p = argparse.ArgumentParser(
         prog="flumph dashboard",
         description="Fleet view and control over MQTT: device state, shadow merge of patches "
@@ -46,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help=f"HTTP port ({d('port')})")
     p.add_argument(
         "--mqtt", dest="mqtt_url", metavar="URL",
-        help=f"broker, mqtt[s]://host:port ({d('mqtt_url')})",
+        help=f"broker, mqtt[s]://host:port ({dm('url')})",
     )  # fmt: skip
     p.add_argument("--mqtt-username", help="backend account")
     p.add_argument("--mqtt-password", help="prefer FLUMPH_DASHBOARD_MQTT_PASSWORD")
-    p.add_argument("--mqtt-prefix", help=f"topic prefix ({d('mqtt_prefix')})")
+    p.add_argument("--mqtt-prefix", help=f"topic prefix ({dm('prefix')})")
     p.add_argument("--mqtt-ca-file", help="CA bundle for mqtts://")
     p.add_argument(
         "--no-ondemand", dest="ondemand", action="store_const", const=False,
@@ -82,7 +85,9 @@ def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> Dashb
         section="dashboard",
         env_prefix=ENV_PREFIX,
         environ=dict(os.environ if environ is None else environ),
-        flags={k: getattr(ns, k) for k in FLAGS},
+        # --mqtt-username sets [dashboard.mqtt] username: the flags keep their old names.
+        flags={RENAMED.get(k, k): getattr(ns, k) for k in FLAGS},
+        renamed=RENAMED,
     )
 
 

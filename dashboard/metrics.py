@@ -1,7 +1,7 @@
 """The fleet service's Prometheus metrics: the broker connection, the answers to patches, and
 each device's presence, streaming, versions, link and data use.
 
-Read from the fleet's state when scraped (see :mod:`flumph.metricsroute`). A device is a label
+Read from the fleet's state when scraped (see :mod:`flumph.service.metrics`). A device is a label
 value only once it is known: it has a retained ``status`` (its birth or will, or a provisioning
 record). Anybody with an ops account may publish under any id, and the fleet tracks what it sees,
 but an id seen only on ``set`` or ``desired`` counts in the totals, not as a series. At most

@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 
 from fastapi import FastAPI
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from flumph import auth
 from flumph.config import StrictModel
-from flumph.control import PREFIX_RE
-from flumph.metricsroute import add_metrics_route
-from flumph.mqtt import MqttSettings
-from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
-from flumph.serviceapp import service_app
+from flumph.mqtt import BackendMqttSettings, flat_mqtt_keys
+from flumph.service.app import service_app
+from flumph.service.metrics import add_metrics_route
 
 from .access import Access
 from .api import EventFeed, add_api_routes
@@ -32,16 +30,24 @@ def default_state_dir() -> Path:
     return Path(base) / "flumph" / "dashboard"
 
 
+class DashboardMqtt(BackendMqttSettings):
+    """The dashboard's broker connection: a server on a fixed line notices a dead broker within a
+    minute (a device's keepalive is six times longer, for its metered link)."""
+
+    keepalive_s: int = Field(default=60, ge=5, le=3600, title="MQTT keepalive")
+
+
+# The flat keys the [dashboard] table had before its mqtt table (mqtt_url → [dashboard.mqtt] url).
+RENAMED = flat_mqtt_keys()
+
+
 class DashboardConfig(StrictModel):
     host: str = Field(default="0.0.0.0", title="HTTP bind address")
     port: int = Field(default=8000, ge=0, le=65535, title="HTTP port")
-    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", title="MQTT broker URL")
-    mqtt_username: str | None = Field(default=None, title="MQTT username (the backend account)")
-    mqtt_password: str | None = Field(default=None, title="MQTT password")
-    mqtt_ca_file: str | None = Field(default=None, title="CA bundle for mqtts://")
-    mqtt_prefix: str = Field(default="flumph", title="MQTT topic prefix")
-    # A server on a fixed line: notice a dead broker within a minute.
-    mqtt_keepalive_s: int = Field(default=60, ge=5, le=3600, title="MQTT keepalive")
+    mqtt: DashboardMqtt = Field(
+        default_factory=lambda: DashboardMqtt(),
+        title="the broker and the backend account: the [dashboard.mqtt] table",
+    )
     ondemand: bool = Field(default=True, title="start/stop streams from the ingest's demand")
     ondemand_linger_s: float = Field(
         default=30.0, ge=0, le=86400, title="seconds without viewers before a stream stops"
@@ -98,15 +104,6 @@ class DashboardConfig(StrictModel):
         "({host}: the page's host name); none: the page's own origin",
     )
 
-    @field_validator("mqtt_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        try:
-            MqttSettings(url=v)
-        except ValidationError as e:
-            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
-        return v
-
     @field_validator("ingest_ws_url")
     @classmethod
     def _ingest_ws_url(cls, v: str | None) -> str | None:
@@ -127,24 +124,6 @@ class DashboardConfig(StrictModel):
             auth.check_password("", v)  # a malformed hash fails here, at load time
         return v
 
-    @field_validator("mqtt_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not PREFIX_RE.fullmatch(v):
-            raise ValueError("must be letters, digits, '-', '_', '/'")
-        return v
-
-    def mqtt_settings(self) -> MqttSettings:
-        return MqttSettings(
-            url=self.mqtt_url,
-            username=self.mqtt_username,
-            password=self.mqtt_password,
-            ca_file=self.mqtt_ca_file,
-            prefix=self.mqtt_prefix,
-            keepalive_s=self.mqtt_keepalive_s,
-            reconnect_max_s=BACKEND_RECONNECT_MAX_S,
-        )
-
     def fleet_options(self) -> FleetOptions:
         return FleetOptions(
             presence_grace_s=self.presence_grace_s,
@@ -161,7 +140,7 @@ class DashboardConfig(StrictModel):
 class DashboardService:
     def __init__(self, cfg: DashboardConfig) -> None:
         self.cfg = cfg
-        self.fleet = Fleet(cfg.mqtt_settings(), cfg.fleet_options())
+        self.fleet = Fleet(cfg.mqtt, cfg.fleet_options())
         self.usage = UsageTracker(
             self.fleet,
             cfg.state_dir,

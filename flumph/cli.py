@@ -14,12 +14,12 @@ from flumph import __version__
 
 # subcommand -> (module with main(argv) -> int, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("flumph.up", "the whole backend in one process (broker + ingest + dashboard)"),
+    "up": ("flumph.up.main", "the whole backend in one process (broker + ingest + dashboard)"),
     "broker": ("flumph.broker.main", "the embedded MQTT broker alone"),
     "ingest": ("flumph.ingest.main", "the SRT ingest and WebSocket relay alone"),
     "dashboard": ("flumph.dashboard.main", "the dashboard web app alone"),
     "agent": ("flumph.agent.main", "the device agent: camera -> encoder -> SRT"),
-    "ctl": ("flumph.ctl", "ops tool: list, start, stop and configure devices"),
+    "ctl": ("flumph.ctl.main", "ops tool: list, start, stop and configure devices"),
 }
 
 

@@ -2,18 +2,29 @@
 
 Precedence, lowest to highest: model defaults, a TOML file, ``FLUMPH_*`` environment variables,
 command-line flags. Every model forbids unknown keys, so a typo is an error that names the key.
+
+A field whose type is itself a model is a nested table (``[dashboard.mqtt]``) with variables
+``<PREFIX><FIELD>_<KEY>`` (``FLUMPH_DASHBOARD_MQTT_URL``) and dotted flags (``mqtt.url``); the
+sources are merged key by key, so one variable or flag does not replace the whole table. Keys
+that moved keep working for a while (``renamed``): read at their new place and told once per
+process, naming the new key.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+log = logging.getLogger("flumph.config")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,28 +50,134 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
 
 
+def table_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a nested-table field (``MqttSettings``, ``MqttSettings | None``), or None."""
+    candidates = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def env_names(model: type[BaseModel], prefix: str) -> dict[str, tuple[str, ...]]:
+    """Every variable the model reads: ``<prefix><FIELD>``, and ``<prefix><FIELD>_<KEY>`` for
+    each key of a nested table, mapped to where its value goes."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, field in model.model_fields.items():
+        nested = table_model(field.annotation)
+        if nested is None:
+            out[prefix + name.upper()] = (name,)
+        else:
+            for key in nested.model_fields:
+                out[f"{prefix}{name.upper()}_{key.upper()}"] = (name, key)
+    return out
+
+
 def env_overrides(
-    model: type[BaseModel], prefix: str, environ: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Values for the model's top-level fields from ``<prefix><FIELD>`` variables.
+    model: type[BaseModel],
+    prefix: str,
+    environ: Mapping[str, str] | None = None,
+    renamed: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Values for the model's fields (nested tables as dicts) from ``<prefix>…`` variables.
 
     A variable with the prefix that names no field is an error, so ``FLUMPH_INGEST_PROT=1`` is not
-    silently ignored.
+    silently ignored. A variable named after a ``renamed`` key still works, told once.
     """
     env = os.environ if environ is None else environ
-    fields = {name.upper(): name for name in model.model_fields}
-    out: dict[str, str] = {}
-    for key, value in env.items():
-        if not key.startswith(prefix):
+    known = env_names(model, prefix)
+    old = {
+        prefix + key.upper(): tuple(new.split("."))
+        for key, new in (renamed or {}).items()
+        if prefix + key.upper() not in known
+    }
+    out: dict[str, Any] = {}
+    for var, value in env.items():
+        if not var.startswith(prefix):
             continue
-        name = key[len(prefix) :]
-        if name not in fields:
+        if var in known:
+            where = known[var]
+        elif var in old:
+            where = old[var]
+            new_var = prefix + "_".join(where).upper()
+            _tell_once(var, f"environment variable {var} is deprecated: use {new_var}")
+            if new_var in env:
+                raise ConfigError(f"give {new_var} or the older {var}, not both")
+        else:
             raise ConfigError(
-                f"environment variable {key} names no setting (known: "
-                + ", ".join(prefix + f for f in sorted(fields))
+                f"environment variable {var} names no setting (known: "
+                + ", ".join(sorted(known))
                 + ")"
             )
-        out[fields[name]] = value
+        _put(out, where, value)
+    return out
+
+
+_told: set[str] = set()
+
+
+def _tell_once(key: str, message: str) -> None:
+    if key not in _told:
+        _told.add(key)
+        log.warning("%s", message)
+
+
+def _put(data: dict[str, Any], where: tuple[str, ...], value: Any) -> None:
+    for part in where[:-1]:
+        table = data.setdefault(part, {})
+        if not isinstance(table, dict):
+            # A scalar where a table belongs: let validation name it.
+            return
+        data = table
+    data[where[-1]] = value
+
+
+def _merge(into: dict[str, Any], data: Mapping[str, Any]) -> None:
+    """Key by key into nested tables, so a flag does not replace the whole table."""
+    for key, value in data.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def apply_renames(
+    doc: dict[str, Any], renamed: Mapping[str, str], section: str | None, source: str
+) -> dict[str, Any]:
+    """``doc`` with each old key moved to its new dotted place (``mqtt_url`` → ``mqtt.url``).
+
+    An old key whose name is also the new table (ctl's ``mqtt = "URL"``) moves only when it is
+    not a table. Giving a key at both places is an error naming both.
+    """
+    out = dict(doc)
+    table = f"[{section}]" if section else "the top level"
+    for old, new in renamed.items():
+        if old not in out or isinstance(out[old], dict):
+            continue
+        value = out.pop(old)
+        where = tuple(new.split("."))
+        new_table = ".".join(filter(None, [section, *where[:-1]]))
+        _tell_once(
+            f"{source}:{section}:{old}",
+            f"config file {source}: {table} {old} is deprecated: use [{new_table}] {where[-1]}",
+        )
+        target: Any = out
+        for part in where[:-1]:
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        if isinstance(target, dict) and where[-1] in target:
+            raise ConfigError(
+                f"config file {source}: give [{new_table}] {where[-1]} or the older {old}, not both"
+            )
+        if isinstance(out.get(where[0]), dict):
+            out[where[0]] = dict(out[where[0]])
+        _put(out, where, value)
     return out
 
 
@@ -81,6 +198,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         key = ".".join(str(x) for x in e["loc"]) or "(root)"
         if e["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key")
+        elif e["type"] == "missing":
+            # Its input is the whole enclosing table, secrets and all: never shown.
+            parts.append(f"{key}: required")
         elif any(is_secret_key(str(x)) for x in e["loc"]):
             parts.append(f"{key}: {e['msg']} (value not shown: it is a secret)")
         else:
@@ -96,10 +216,14 @@ def load_config(
     env_prefix: str | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    renamed: Mapping[str, str] | None = None,
 ) -> M:
     """Build ``model`` from defaults < TOML file (optionally one ``[section]``) < env < flags.
 
-    ``flags`` holds only the options the user actually gave (None values are dropped).
+    ``flags`` holds only the options the user actually gave (None values are dropped); a dotted
+    flag (``"mqtt.url"``) sets one key of a nested table, a plain one replaces the field whole.
+    ``renamed`` maps keys that moved to their new dotted place
+    (``{"mqtt_url": "mqtt.url"}``), in the file and as variables.
     """
     data: dict[str, Any] = {}
     sources = []
@@ -109,13 +233,17 @@ def load_config(
             doc = doc.get(section, {})
             if not isinstance(doc, dict):
                 raise ConfigError(f"config file {path}: [{section}] must be a table")
-        data.update(doc)
+        if renamed:
+            doc = apply_renames(doc, renamed, section, str(path))
+        _merge(data, doc)
         sources.append(str(path))
     if env_prefix is not None:
-        data.update(env_overrides(model, env_prefix, environ))
+        _merge(data, env_overrides(model, env_prefix, environ, renamed))
         sources.append(f"{env_prefix}* environment")
     if flags:
-        data.update({k: v for k, v in flags.items() if v is not None})
+        for key, value in flags.items():
+            if value is not None:
+                _put(data, tuple(key.split(".")), value)
         sources.append("flags")
     try:
         return model.model_validate(data)

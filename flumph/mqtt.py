@@ -1,5 +1,9 @@
 """MQTT connection settings and a configured paho client, shared by agent, backend and ctl.
 
+One settings model for every component, the same TOML shape everywhere: a ``[<component>.mqtt]``
+table (``FLUMPH_<COMPONENT>_MQTT_<KEY>`` variables). Components whose defaults differ (a backend
+on a fixed line reconnects sooner) subclass it to change a default, never the keys.
+
 paho-mqtt 2.x, callback API v2, MQTT 3.1.1 so that every broker (the embedded amqtt one,
 mosquitto, EMQX, VerneMQ) works. paho runs its network loop in its own thread
 (``loop_start``); asyncio users hop back onto their loop with ``call_soon_threadsafe``.
@@ -15,6 +19,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from flumph.config import StrictModel
+from flumph.control import PREFIX_RE
+from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -47,6 +53,13 @@ class MqttSettings(StrictModel):
             raise ValueError(f"{v!r} is not mqtt://host[:port] or mqtts://host[:port]")
         return v
 
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not PREFIX_RE.fullmatch(v):
+            raise ValueError("must be letters, digits, '-', '_', '/'")
+        return v
+
     @property
     def host(self) -> str:
         return urllib.parse.urlsplit(self.url).hostname or "127.0.0.1"
@@ -58,6 +71,21 @@ class MqttSettings(StrictModel):
     @property
     def port(self) -> int:
         return urllib.parse.urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class BackendMqttSettings(MqttSettings):
+    """A backend service's broker connection (ingest, dashboard): the broker sits beside it, so
+    it retries every few seconds and says so each time, where a device keeps its longer backoff."""
+
+    reconnect_max_s: float = Field(
+        default=BACKEND_RECONNECT_MAX_S, gt=0, le=3600, title="longest reconnect delay"
+    )
+
+
+def flat_mqtt_keys(prefix: str = "mqtt_") -> dict[str, str]:
+    """The flattened keys configs used before the ``mqtt`` table (``mqtt_url``), mapped to their
+    place in it (``mqtt.url``), for :func:`flumph.config.load_config`'s ``renamed``."""
+    return {f"{prefix}{key}": f"mqtt.{key}" for key in MqttSettings.model_fields}
 
 
 def make_client(settings: MqttSettings, client_id: str | None = None) -> paho.Client:

@@ -1,1 +1,17 @@
-"""ingest component of Flumph."""
+"""ingest: ``flumph ingest``, SRT in (Matroska or MPEG-TS), fMP4 per frame out over WebSocket.
+
+    main.py            the command: options, port checks, uvicorn
+    service.py         the ingest as one object: ``[ingest]``, ``[ingest.mqtt]``, start/stop
+    srt_ingest.py      SRT publishers: stream-id admission, one demux thread per connection
+    demux.py           live demuxing of one publisher's bytes, in a thread of its own
+    hub.py             streams, viewers and the fan-out between them (bounded per viewer)
+    app.py             HTTP and WebSocket API: the seed's relay protocol plus SRT streams as fMP4
+    relay_protocol.py  pure: the relay protocol's JSON text messages
+    demand.py          publishes each device's viewer count (retained ``<p>/<dev>/demand``)
+    budget_notice.py   viewers waiting for a device whose data budget is used up are told so
+    still.py           the newest picture of a running stream
+    latency.py         the histogram of the latency the ingest adds
+    metrics.py         its Prometheus metrics
+
+Imports the core and the service glue (flumph.service), never another component.
+"""

@@ -11,11 +11,11 @@ import uvicorn
 from flumph.clihelp import default_of
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
-from flumph.ports import PortWanted, first_problem
-from flumph.runner import run_service
-from flumph.serviceapp import run_on_server_loop
+from flumph.service.app import run_on_server_loop
+from flumph.service.ports import PortWanted, first_problem
+from flumph.service.runner import run_service
 
-from .service import IngestConfig, IngestService, seed_env
+from .service import RENAMED, IngestConfig, IngestService, seed_env
 from .ws_direct import DirectFrameProtocol
 
 ENV_PREFIX = "FLUMPH_INGEST_"
@@ -69,6 +69,8 @@ def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> Inges
             "mqtt_url",
         )
     }
+    # --mqtt sets [ingest.mqtt] url: the flag keeps its old name.
+    flags["mqtt.url"] = flags.pop("mqtt_url")
     return load_config(
         IngestConfig,
         path=ns.config,
@@ -76,6 +78,7 @@ def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> Inges
         env_prefix=ENV_PREFIX,
         environ=merged,
         flags=flags,
+        renamed=RENAMED,
     )
 
 

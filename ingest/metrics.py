@@ -1,6 +1,6 @@
 """The ingest's Prometheus metrics: streams, viewers, the latency it adds, and each SRT link.
 
-Read from the hub and the SRT handler when scraped (see :mod:`flumph.metricsroute`). A stream is
+Read from the hub and the SRT handler when scraped (see :mod:`flumph.service.metrics`). A stream is
 a label value only once it has had a publisher (an SRT device or a WebSocket streamer admitted by
 the hub); a stream that a waiting viewer created names an id an outsider chose, and counts only in
 the totals. At most ``max_series`` streams are labelled (the oldest first); the rest count in

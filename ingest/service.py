@@ -13,10 +13,9 @@ from pydantic import Field, field_validator, model_validator
 
 from flumph import auth, srt
 from flumph.config import StrictModel
-from flumph.metricsroute import add_metrics_route
-from flumph.mqtt import MqttSettings
-from flumph.mqttwatch import BACKEND_RECONNECT_MAX_S
-from flumph.serviceapp import service_app
+from flumph.mqtt import BackendMqttSettings, flat_mqtt_keys
+from flumph.service.app import service_app
+from flumph.service.metrics import add_metrics_route
 
 from .app import TokenGate, add_preview_routes, add_relay_routes
 from .budget_notice import BudgetNotices
@@ -26,6 +25,17 @@ from .metrics import IngestMetrics
 from .srt_ingest import SrtIngest
 
 log = logging.getLogger("flumph.ingest")
+
+
+class IngestMqtt(BackendMqttSettings):
+    """The broker the ingest publishes viewer demand to. The table turns on-demand streaming on,
+    so it must name its broker: a prefix alone must not start talking to 127.0.0.1."""
+
+    url: str = Field(title="broker URL: mqtt://host:port or mqtts:// (required)")
+
+
+# The flat keys the [ingest] table had before its mqtt table (mqtt_url → [ingest.mqtt] url).
+RENAMED = flat_mqtt_keys()
 
 
 class IngestConfig(StrictModel):
@@ -57,12 +67,11 @@ class IngestConfig(StrictModel):
     max_message_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, title="largest WebSocket message accepted"
     )
-    mqtt_url: str | None = Field(
-        default=None, title="broker for on-demand streaming (publishes viewer demand); none: off"
+    mqtt: IngestMqtt | None = Field(
+        default=None,
+        title="the broker viewer demand is published to (on-demand streaming): the "
+        "[ingest.mqtt] table, its url required; none: on-demand off",
     )
-    mqtt_username: str | None = Field(default=None, title="MQTT username")
-    mqtt_password: str | None = Field(default=None, title="MQTT password")
-    mqtt_prefix: str = Field(default="flumph", title="MQTT topic prefix")
     auth_secret: str | None = Field(
         default=None,
         min_length=auth.MIN_SECRET_CHARS,
@@ -77,17 +86,6 @@ class IngestConfig(StrictModel):
         if isinstance(data, dict) and data.get("srt_host") is None and "host" in data:
             return {**data, "srt_host": data["host"]}
         return data
-
-    def mqtt_settings(self) -> MqttSettings | None:
-        if self.mqtt_url is None:
-            return None
-        return MqttSettings(
-            url=self.mqtt_url,
-            username=self.mqtt_username,
-            password=self.mqtt_password,
-            prefix=self.mqtt_prefix,
-            reconnect_max_s=BACKEND_RECONNECT_MAX_S,
-        )
 
     @field_validator("passphrases")
     @classmethod
@@ -146,7 +144,7 @@ class IngestService:
         )
         await asyncio.to_thread(self.srt_server.start)
         log.info("SRT ingest listening on %s:%d/udp", self.cfg.srt_host, self.srt_server.port)
-        mqtt = self.cfg.mqtt_settings()
+        mqtt = self.cfg.mqtt
         if mqtt is not None:
             self.demand = DemandPublisher(mqtt)
             self.budget = BudgetNotices(self.hub)

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from flumph.config import table_model
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
@@ -24,16 +26,21 @@ START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 def _models() -> list[tuple[str, str, str, type[BaseModel]]]:
     from flumph.agent.main import AgentConfig
     from flumph.broker.config import BrokerSettings
-    from flumph.dashboard.service import DashboardConfig
-    from flumph.ingest.service import IngestConfig
+    from flumph.ctl.main import CtlConfig, CtlMqtt
+    from flumph.dashboard.service import DashboardConfig, DashboardMqtt
+    from flumph.ingest.service import IngestConfig, IngestMqtt
     from flumph.mqtt import MqttSettings
 
     return [
         ("broker", "[broker]", "FLUMPH_BROKER_", BrokerSettings),
         ("ingest", "[ingest]", "FLUMPH_INGEST_", IngestConfig),
+        ("ingest MQTT", "[ingest.mqtt]", "FLUMPH_INGEST_MQTT_", IngestMqtt),
         ("dashboard", "[dashboard]", "FLUMPH_DASHBOARD_", DashboardConfig),
+        ("dashboard MQTT", "[dashboard.mqtt]", "FLUMPH_DASHBOARD_MQTT_", DashboardMqtt),
         ("agent", "[agent]", "FLUMPH_AGENT_", AgentConfig),
         ("agent MQTT", "[agent.mqtt]", "FLUMPH_AGENT_MQTT_", MqttSettings),
+        ("ctl", "[ctl]", "FLUMPH_CTL_", CtlConfig),
+        ("ctl MQTT", "[ctl.mqtt]", "FLUMPH_CTL_MQTT_", CtlMqtt),
     ]
 
 
@@ -83,7 +90,7 @@ def render() -> str:
         out.append("| key | type | default | bounds | meaning |")
         out.append("|---|---|---|---|---|")
         for key, field in model.model_fields.items():
-            if name == "agent" and key == "mqtt":
+            if table_model(field.annotation) is not None:
                 continue  # its own table below
             title = (field.title or "").replace("|", "\\|")
             row = [f"`{key}`", _type(field), _default(field), _bounds(field), title]

@@ -91,7 +91,7 @@ def test_host_binds_the_srt_listener_too(tmp_path: Path) -> None:
         # Bound to 127.0.0.1 only: another loopback address may take the same port.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
             other.bind(("127.0.0.2", srt_port))
-        # The UDP check in flumph.ports sees the listener (no SO_REUSEADDR sharing).
+        # The UDP check in flumph.service.ports sees the listener (no SO_REUSEADDR sharing).
         with held() as busy_http:
             r = flumph("ingest", "--host", "127.0.0.1", "--port", "0", "--srt-port", str(srt_port))
             assert r.returncode == 1 and f":{srt_port}/udp is in use" in r.stderr, r.stderr

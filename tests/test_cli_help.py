@@ -18,17 +18,32 @@ from flumph.agent.main import _parser as agent_parser
 from flumph.broker.config import BrokerSettings
 from flumph.broker.main import build_parser as broker_parser
 from flumph.clihelp import shown
+from flumph.ctl.main import RENAMED as CTL_RENAMED
+from flumph.ctl.main import CtlConfig, CtlMqtt
+from flumph.ctl.main import _parser as ctl_parser
 from flumph.dashboard.main import build_parser as dashboard_parser
-from flumph.dashboard.service import DashboardConfig
+from flumph.dashboard.service import DashboardConfig, DashboardMqtt
 from flumph.ingest.main import build_parser as ingest_parser
 from flumph.ingest.service import IngestConfig
 from flumph.mqtt import MqttSettings
-from flumph.up import build_parser as up_parser
+from flumph.up.main import build_parser as up_parser
 
 # "default 360", "(default 0.0.0.0; env HOST)"; not "default: the page's own origin".
 DEFAULT_RE = re.compile(r"\bdefault ([^\s:;,)][^\s;,)]*)")
 
 Field = tuple[type[BaseModel], str]
+
+
+def dashboard_field(dest: str) -> Field:
+    if dest.startswith("mqtt_"):
+        return DashboardMqtt, dest.removeprefix("mqtt_")
+    return DashboardConfig, dest
+
+
+def ctl_field(dest: str) -> Field:
+    if dest in CTL_RENAMED:
+        return CtlMqtt, CTL_RENAMED[dest].removeprefix("mqtt.")
+    return CtlConfig, dest
 
 
 def agent_field(dest: str) -> Field:
@@ -40,7 +55,8 @@ def agent_field(dest: str) -> Field:
 # command -> (its parser, where each option's value goes)
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[str], Field]]] = {
     "ingest": (ingest_parser, lambda dest: (IngestConfig, dest)),
-    "dashboard": (dashboard_parser, lambda dest: (DashboardConfig, dest)),
+    "dashboard": (dashboard_parser, dashboard_field),
+    "ctl": (ctl_parser, ctl_field),
     "broker": (broker_parser, lambda dest: (BrokerSettings, dest)),
     "agent": (agent_parser, agent_field),
 }

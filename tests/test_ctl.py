@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from flumph.control import Topics
-from flumph.ctl import main as ctl_main
+from flumph.ctl.main import main as ctl_main
 from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, MosquittoSub, start_mosquitto
 from tests.conftest import free_port
 from tests.test_fleet_service import USERS, FakeDevice, start_dashboard
@@ -40,9 +40,9 @@ def ctl_env(broker: Broker | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUMPH_")}
     if broker is not None:
         env |= {
-            "FLUMPH_CTL_MQTT": broker.url,
-            "FLUMPH_CTL_USERNAME": OPS_USER,
-            "FLUMPH_CTL_PASSWORD": OPS_PASSWORD,
+            "FLUMPH_CTL_MQTT_URL": broker.url,
+            "FLUMPH_CTL_MQTT_USERNAME": OPS_USER,
+            "FLUMPH_CTL_MQTT_PASSWORD": OPS_PASSWORD,
         }
     return env
 
@@ -91,7 +91,7 @@ def test_bad_input_exits_2_naming_it(
     for k in [k for k in os.environ if k.startswith("FLUMPH_")]:
         monkeypatch.delenv(k)
     # A port nothing listens on: validation must come first.
-    monkeypatch.setenv("FLUMPH_CTL_MQTT", f"mqtt://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("FLUMPH_CTL_MQTT_URL", f"mqtt://127.0.0.1:{free_port()}")
     assert ctl_main(args) == 2
     assert fragment in capsys.readouterr().err
 

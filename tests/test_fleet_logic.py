@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from flumph.control import ContractError, Desired, Reported, Status
-from flumph.ctl import describe, parse_assignments, snapshot_extension
+from flumph.ctl.main import describe, parse_assignments, snapshot_extension
 from flumph.dashboard.api import FeedClient, sync_state
 from flumph.dashboard.fleet import DeviceState, Fleet, FleetOptions, image_type
 from flumph.dashboard.ondemand import OnDemand, should_linger

@@ -600,17 +600,17 @@ def test_dashboard_config_errors_name_the_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUMPH_")}
     r = subprocess.run([sys.executable, "-m", "flumph", "dashboard", "--mqtt", "http://x"],
                        capture_output=True, env=env, timeout=60)  # fmt: skip
-    assert r.returncode == 2 and b"mqtt_url" in r.stderr, r.stderr
+    assert r.returncode == 2 and b"mqtt.url" in r.stderr, r.stderr
     with pytest.raises(ConfigError, match="FLUMPH_DASHBOARD_LINGER names no setting"):
         load(parse_args([]), environ={"FLUMPH_DASHBOARD_LINGER": "5"})
     cfg = tmp_path / "f.toml"
     cfg.write_text("[dashboard]\nondemand_linger_s = -1\n")
     with pytest.raises(ConfigError, match="ondemand_linger_s"):
         load(parse_args(["--config", str(cfg)]), environ={})
-    cfg.write_text("[dashboard]\nondemand_linger_s = 5\nmqtt_prefix = 'site/a'\n")
+    cfg.write_text("[dashboard]\nondemand_linger_s = 5\n[dashboard.mqtt]\nprefix = 'site/a'\n")
     loaded = load(parse_args(["--config", str(cfg), "--ondemand-linger-s", "7"]),
                   environ={"FLUMPH_DASHBOARD_MQTT_PASSWORD": "pw"})  # fmt: skip
-    assert (loaded.ondemand_linger_s, loaded.mqtt_prefix, loaded.mqtt_password) == (
+    assert (loaded.ondemand_linger_s, loaded.mqtt.prefix, loaded.mqtt.password) == (
         7,
         "site/a",
         "pw",

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flumph.ingest.hub import Hub, MediaInit
 from flumph.ingest.latency import BUCKETS_S, LatencyHistogram
 from flumph.ingest.metrics import IngestMetrics
-from flumph.metricsroute import registry_of
+from flumph.service.metrics import registry_of
 
 
 def test_latency_histogram_is_cumulative_with_inf_last() -> None:

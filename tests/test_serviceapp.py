@@ -18,7 +18,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 
-from flumph.serviceapp import run_on_server_loop
+from flumph.service.app import run_on_server_loop
 from tests.conftest import free_port
 
 

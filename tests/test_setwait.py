@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flumph.setwait import SetWait
+from flumph.ctl.setwait import SetWait
 
 
 def msg(**fields: object) -> bytes:

@@ -9,17 +9,19 @@
     flumph ctl grant ID MB                   one-shot data allowance for this budget period
     flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
     flumph ctl usage [ID]                    data used vs budget (+ 48 h by the hour), from
-                                             the dashboard's API (see flumph.ctl_usage)
+                                             the dashboard's API (see flumph.ctl.usage)
 
 Patches go to ``set`` (never straight to ``desired``) so that whichever backend owns the shadow
 merges them. Each carries a fresh ``client_token``; the backend's answer with that token on
 ``set/accepted`` gives the version, and then ctl waits until the device reports ``applied_v`` at
 least that version (``--no-wait``: only for the backend's answer). A rejection, an offline device,
-a device error or the timeout ends it with exit code 1 and the reason (see :mod:`flumph.setwait`).
+a device error or the timeout ends it with exit code 1 and the reason (see
+:mod:`flumph.ctl.setwait`).
 Values in ``key=value`` are JSON when they parse (``bitrate_kbps=300``, ``streaming=true``), else
 strings (``codec=av1``), and are validated here before anything is sent. Broker and account:
-``--mqtt URL --username U --password P`` or ``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``,
-``FLUMPH_CTL_PASSWORD`` (or a ``[ctl]`` table).
+``--mqtt URL --username U --password P`` or ``FLUMPH_CTL_MQTT_URL``, ``FLUMPH_CTL_MQTT_USERNAME``,
+``FLUMPH_CTL_MQTT_PASSWORD`` (or a ``[ctl.mqtt]`` table, like every component's; the older
+``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``, ... and flat ``[ctl]`` keys still work, told once).
 
 Exit codes: 0 done; 1 runtime failure (broker unreachable or refusing, timeout, a patch refused,
 a device offline or in error); 2 usage or validation error (the message names the key or value).
@@ -38,13 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from flumph import ctl_usage
+from flumph.clihelp import default_of
 from flumph.config import ConfigError, StrictModel, load_config
 from flumph.control import (
     CLIENT_TOKEN,
-    PREFIX_RE,
     Ack,
     Command,
     ContractError,
@@ -63,9 +64,10 @@ from flumph.control import (
     decode_desired,
     validate_patch,
 )
+from flumph.ctl import usage as ctl_usage
+from flumph.ctl.setwait import SetWait
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import failure_reason
-from flumph.setwait import SetWait
 
 ENV_PREFIX = "FLUMPH_CTL_"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -79,12 +81,27 @@ class CtlError(Exception):
     """A runtime failure: exit code 1."""
 
 
+class CtlMqtt(MqttSettings):
+    """ctl's broker connection: a short-lived tool notices a dead broker within a minute."""
+
+    keepalive_s: int = Field(default=60, ge=5, le=3600, title="MQTT keepalive")
+
+
+# ctl's flat keys before its mqtt table, each mapped to its place in it (also as FLUMPH_CTL_<KEY>).
+RENAMED = {
+    "mqtt": "mqtt.url",
+    "username": "mqtt.username",
+    "password": "mqtt.password",
+    "ca_file": "mqtt.ca_file",
+    "prefix": "mqtt.prefix",
+}
+
+
 class CtlConfig(StrictModel):
-    mqtt: str = Field(default="mqtt://127.0.0.1:1883", title="broker URL")
-    username: str | None = Field(default=None, title="MQTT username (an ops account)")
-    password: str | None = Field(default=None, title="MQTT password")
-    ca_file: str | None = Field(default=None, title="CA bundle for mqtts://")
-    prefix: str = Field(default="flumph", title="topic prefix")
+    mqtt: CtlMqtt = Field(
+        default_factory=lambda: CtlMqtt(),
+        title="the broker and an ops account: the [ctl.mqtt] table",
+    )
     timeout_s: float = Field(default=10.0, gt=0, le=3600, title="connect and wait timeout")
     dashboard: str = Field(default="http://127.0.0.1:8000", title="the dashboard's URL (for usage)")
     dashboard_password: str | None = Field(
@@ -97,32 +114,6 @@ class CtlConfig(StrictModel):
         if not v.startswith(("http://", "https://")) or len(v.split("//", 1)[1]) == 0:
             raise ValueError("must be an http:// or https:// URL naming a host")
         return v
-
-    @field_validator("mqtt")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        try:
-            MqttSettings(url=v)
-        except ValidationError as e:
-            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
-        return v
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not PREFIX_RE.fullmatch(v):
-            raise ValueError("must be letters, digits, '-', '_', '/'")
-        return v
-
-    def settings(self) -> MqttSettings:
-        return MqttSettings(
-            url=self.mqtt,
-            username=self.username,
-            password=self.password,
-            ca_file=self.ca_file,
-            prefix=self.prefix,
-            keepalive_s=60,
-        )
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -231,8 +222,8 @@ class Session:
 
     def __init__(self, cfg: CtlConfig) -> None:
         self.cfg = cfg
-        self.settings = cfg.settings()
-        self.topics = Topics(cfg.prefix)
+        self.settings = cfg.mqtt
+        self.topics = Topics(cfg.mqtt.prefix)
         self.messages: queue.Queue[Msg] = queue.Queue(maxsize=10000)
         self.dropped = 0
         self._connected = threading.Event()
@@ -492,10 +483,10 @@ def _parser() -> argparse.ArgumentParser:
     g = common.add_argument_group("broker")
     sup = argparse.SUPPRESS
     g.add_argument("--mqtt", metavar="URL", default=sup, help="mqtt[s]://host:port")
-    g.add_argument("--username", default=sup, help="MQTT username (env FLUMPH_CTL_USERNAME)")
-    g.add_argument("--password", default=sup, help="prefer env FLUMPH_CTL_PASSWORD")
+    g.add_argument("--username", default=sup, help="MQTT username (env FLUMPH_CTL_MQTT_USERNAME)")
+    g.add_argument("--password", default=sup, help="prefer env FLUMPH_CTL_MQTT_PASSWORD")
     g.add_argument("--ca-file", default=sup, help="CA bundle for mqtts://")
-    g.add_argument("--prefix", default=sup, help="topic prefix (default flumph)")
+    g.add_argument("--prefix", default=sup, help=f"topic prefix ({default_of(CtlMqtt, 'prefix')})")
     g.add_argument("--timeout", dest="timeout_s", type=float, default=sup, help="seconds (10)")
     g.add_argument("--config", default=sup, help="TOML file; its [ctl] table is read")
 
@@ -551,13 +542,16 @@ def _no_wait(p: argparse.ArgumentParser) -> None:
 
 
 def _config(ns: argparse.Namespace) -> CtlConfig:
-    flags = {k: getattr(ns, k, None) for k in CtlConfig.model_fields}
+    # The broker flags keep their names (--mqtt URL, --username, ...) and set [ctl.mqtt] keys.
+    names = (*RENAMED, *(k for k in CtlConfig.model_fields if k != "mqtt"))
+    flags = {RENAMED.get(k, k): getattr(ns, k, None) for k in names}
     return load_config(
         CtlConfig,
         path=getattr(ns, "config", None),
         section="ctl",
         env_prefix=ENV_PREFIX,
         flags=flags,
+        renamed=RENAMED,
     )
 
 

@@ -27,8 +27,8 @@ from typing import Any
 from flumph import auth
 from flumph.config import ConfigError, load_config
 from flumph.logsetup import LOG_LEVELS, setup_logging
-from flumph.ports import PortWanted, first_problem
-from flumph.runner import run_service
+from flumph.service.ports import PortWanted, first_problem
+from flumph.service.runner import run_service
 
 log = logging.getLogger("flumph.up")
 DEMO_DEVICE = "demo"
@@ -123,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from flumph.broker.config import BrokerSettings, check_settings
     from flumph.broker.server import EmbeddedBroker
+    from flumph.dashboard.service import RENAMED as DASHBOARD_RENAMED
     from flumph.dashboard.service import DashboardConfig, DashboardService
     from flumph.dashboard.usage_store import UsageStoreError, check_state_dir
+    from flumph.ingest.service import RENAMED as INGEST_RENAMED
     from flumph.ingest.service import IngestConfig, IngestService
     from flumph.ingest.ws_direct import DirectFrameProtocol
-    from flumph.metricsroute import MetricsSource, add_metrics_route
-    from flumph.serviceapp import run_on_server_loop
+    from flumph.service.app import run_on_server_loop
+    from flumph.service.metrics import MetricsSource, add_metrics_route
 
     ns = parse_args(argv)
     setup_logging(ns.log_level, json_lines=ns.log_json)
@@ -150,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         ingest_cfg = load_config(
             IngestConfig, path=ns.config, section="ingest", env_prefix="FLUMPH_INGEST_",
             flags={"host": ns.host, "port": ns.port, "srt_host": ns.host,
-                   "srt_port": ns.srt_port, "mqtt_url": mqtt_url},
+                   "srt_port": ns.srt_port, "mqtt.url": mqtt_url},
+            renamed=INGEST_RENAMED,
         )  # fmt: skip
         dash_cfg = load_config(
             DashboardConfig, path=ns.config, section="dashboard", env_prefix="FLUMPH_DASHBOARD_",
-            flags={"host": ns.host, "port": ns.dashboard_port, "mqtt_url": mqtt_url,
+            flags={"host": ns.host, "port": ns.dashboard_port, "mqtt.url": mqtt_url,
                    "state_dir": state / "dashboard"},
+            renamed=DASHBOARD_RENAMED,
         )  # fmt: skip
         check_state_dir(dash_cfg.state_dir)
     except (ConfigError, UsageStoreError) as e:
