@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from flumph.broker.fixes import SnapshotSubscriptions
 from tests.brokers import (
     BACKEND_PASSWORD,
     BACKEND_USER,
+    Broker,
     Probe,
     start_embedded,
     start_mosquitto,
@@ -27,7 +29,10 @@ from tests.brokers import (
 CHURNERS = [f"churn{i}" for i in range(6)]
 USERS = {BACKEND_USER: BACKEND_PASSWORD, **{c: f"{c}-pw" for c in CHURNERS}}
 MESSAGES = 300
-STARTERS = {"flumph": start_embedded, "mosquitto": start_mosquitto}
+STARTERS: dict[str, Callable[[Path, dict[str, str]], Broker]] = {
+    "flumph": start_embedded,
+    "mosquitto": start_mosquitto,
+}
 
 
 def test_snapshot_subscriptions_iterate_a_copy() -> None:
