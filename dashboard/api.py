@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from flumph.control import ContractError, Desired, Reported, Telemetry
 
 from .access import Access
+from .bodies import read_body
 from .fleet import DeviceState, Fleet, Unavailable
 from .usage_history import Sample
 from .usage_view import budget_summary, usage_summary
@@ -288,7 +289,7 @@ def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
 
     @app.post("/api/devices/{device_id}/set", response_model=None)
     async def set_(device_id: str, request: Request) -> JSONResponse:
-        body = await request.body()
+        body = await read_body(request)
         try:
             doc, published = await fleet.set(device_id, body)
         except ContractError as e:

@@ -18,7 +18,6 @@ The static files hold no data, so they are served to anybody (the login page nee
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from importlib import resources
@@ -32,6 +31,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from flumph import auth
 
 from .access import Access, cross_site
+from .bodies import json_object, read_body
 
 STATIC = resources.files("flumph.dashboard") / "static"
 SHARED_WEB = resources.files("flumph") / "web"
@@ -65,20 +65,15 @@ def _https(request: Request) -> bool:
 
 
 async def _login_password(request: Request) -> tuple[str | None, bool]:
-    """(password, came from a form) from a JSON or url-encoded body."""
-    body = await request.body()
-    if len(body) > MAX_LOGIN_BODY:
-        return None, False
+    """(password, came from a form) from a JSON or url-encoded body; 400/413 for a body that
+    cannot be read (too large, too deep, not JSON)."""
+    body = await read_body(request, MAX_LOGIN_BODY)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    text = body.decode("utf-8", "replace")
     if kind == "application/x-www-form-urlencoded":
-        values = parse_qs(text).get("password")
+        values = parse_qs(body.decode("utf-8", "replace")).get("password")
         return (values[0] if values else None), True
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None, False
-    password = doc.get("password") if isinstance(doc, dict) else None
+    doc = json_object(body, "login body", max_bytes=MAX_LOGIN_BODY, max_depth=2)
+    password = doc.get("password")
     return (password if isinstance(password, str) else None), False
 
 

@@ -17,11 +17,18 @@ Rules on ``always_on`` (a device that streams whether or not anybody watches):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from flumph.control import Desired, PatchError, merge_desired, validate_patch
+from flumph.control import (
+    MAX_DEPTH,
+    MAX_PAYLOAD,
+    Desired,
+    PatchError,
+    merge_desired,
+    validate_patch,
+)
+from flumph.jsonlimits import JsonLimitError, loads
 
 MAX_PENDING = 64  # published documents not yet echoed by the broker, per device
 
@@ -48,8 +55,8 @@ def plan_patch(current: Desired | None, patch: dict[str, Any]) -> dict[str, Any]
 def version_in(raw: bytes) -> int | None:
     """The ``v`` of a document that failed validation, if it has a usable one."""
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        doc = loads(raw, "desired", max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH)
+    except JsonLimitError:
         return None
     v = doc.get("v") if isinstance(doc, dict) else None
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None

@@ -53,7 +53,6 @@ up a broker whose will fails. It cannot replace the ping either: paho pings when
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -69,6 +68,8 @@ from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH, encode_snapshot
 from flumph.agent.transport import PAYLOAD_SIZE
 from flumph.control import (
     CONTRACT_VERSION,
+    MAX_DEPTH,
+    MAX_PAYLOAD,
     Ack,
     ContractError,
     Grant,
@@ -82,6 +83,7 @@ from flumph.control import (
     decode_command,
     decode_desired,
 )
+from flumph.jsonlimits import JsonLimitError, loads
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import watch_connection
 from flumph.settings import StreamSettings
@@ -108,8 +110,8 @@ class CommandError(ValueError):
 def salvage_command_id(payload: bytes) -> str:
     """The ``id`` of a command that failed validation, if one can be read; else ""."""
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        doc = loads(payload, "command", max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH)
+    except JsonLimitError:
         return ""
     value = doc.get("id") if isinstance(doc, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 64 else ""

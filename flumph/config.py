@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 log = logging.getLogger("flumph.config")
 
 M = TypeVar("M", bound=BaseModel)
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -43,11 +44,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         with p.open("rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib recurses per level of nested arrays and inline tables.
+        raise ConfigError(f"config file {p}: arrays or tables nested too deeply") from None
 
 
 def table_model(annotation: Any) -> type[BaseModel] | None:

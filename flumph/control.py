@@ -35,7 +35,6 @@ on-demand start/stop, so the ingest decides nothing about devices.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flumph.config import format_validation_error
+from flumph.jsonlimits import JsonLimitError, loads_object
 from flumph.media.streamid import DEVICE_ID_RE
 from flumph.settings import StreamSettings
 
@@ -60,6 +60,7 @@ KINDS: tuple[TopicKind, ...] = (
     "set/accepted", "set/rejected",
 )  # fmt: skip
 MAX_PAYLOAD = 64 * 1024  # control documents; snapshots are images and not parsed here
+MAX_DEPTH = 16  # nesting of a control document; the deepest one Flumph sends has 3 levels
 
 
 class ContractError(ValueError):
@@ -197,27 +198,18 @@ M = TypeVar("M", bound=Message)
 
 
 def _json_object(payload: bytes | str, what: str) -> dict[str, Any]:
-    if isinstance(payload, bytes):
-        if len(payload) > MAX_PAYLOAD:
-            raise ContractError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-        try:
-            payload = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ContractError(f"{what}: payload is not UTF-8 text") from None
     try:
-        doc = json.loads(payload)
-    except json.JSONDecodeError as e:
-        raise ContractError(f"{what}: not JSON ({e.msg} at position {e.pos})") from None
-    if not isinstance(doc, dict):
-        raise ContractError(f"{what}: expected a JSON object, got {type(doc).__name__}")
-    return doc
+        return loads_object(payload, what, max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH)
+    except JsonLimitError as e:
+        raise ContractError(str(e)) from None
 
 
 def decode(model: type[M], payload: bytes | str) -> M:
     what = model.__name__.lower()
     doc = _json_object(payload, what)
     try:
-        return model.model_validate(doc)
+        # Strict: a wire value is taken as the type it is (no true -> 1, no "yes" -> True).
+        return model.model_validate(doc, strict=True)
     except ValidationError as e:
         raise ContractError(format_validation_error(e, what)) from None
 
@@ -251,7 +243,7 @@ def validate_patch(patch: dict[str, Any], what: str = "patch") -> dict[str, Any]
     try:
         # Validate against the defaults so every given value is checked with the real bounds.
         merged = StreamSettings().model_dump() | patch
-        StreamSettings.model_validate(merged)
+        StreamSettings.model_validate(merged, strict=True)
     except ValidationError as e:
         fields = tuple(sorted({str(err["loc"][0]) for err in e.errors() if err["loc"]}))
         raise PatchError(format_validation_error(e, what), fields) from None
@@ -324,7 +316,7 @@ class Desired(Message):
         """The device's settings under this document; raises ContractError naming the field."""
         patch = validate_patch(self.settings_patch(), "desired")
         try:
-            return StreamSettings.model_validate(base.model_dump() | patch)
+            return StreamSettings.model_validate(base.model_dump() | patch, strict=True)
         except ValidationError as e:
             raise ContractError(format_validation_error(e, "desired")) from None
 

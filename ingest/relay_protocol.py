@@ -12,11 +12,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from flumph.jsonlimits import JsonLimitError, loads_object
 from flumph.media.streamid import DEVICE_ID_RE
 
 # Custom ids from WebSocket streamers: the 8-char generated form and device ids both fit.
 STREAM_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 MAX_TEXT_MESSAGE = 4096
+MAX_DEPTH = 4  # the protocol's messages are flat objects
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,9 @@ def _object(text: str) -> dict[str, object]:
     if len(text) > MAX_TEXT_MESSAGE:
         raise ValueError(f"message too long: {len(text)} characters (limit {MAX_TEXT_MESSAGE})")
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"malformed message: not JSON ({e.msg} at position {e.pos})") from None
-    if not isinstance(doc, dict):
-        raise ValueError("malformed message: expected a JSON object")
-    return doc
+        return loads_object(text, "malformed message", max_depth=MAX_DEPTH)
+    except JsonLimitError as e:
+        raise ValueError(str(e)) from None
 
 
 def _stream_id(doc: dict[str, object], *, required: bool) -> str | None:
