@@ -18,6 +18,13 @@ measured, are in broker/README.md:
     session's own subscriptions and checks each retained topic against the ACL (receive).
 (c) Retained messages live only in memory: fixed without touching amqtt, by
     :class:`flumph.broker.plugins.RetainedStorePlugin`.
+(d) A CONNECT with a client id that is already connected removes that session's subscriptions
+    but leaves its connection open (connected, shown online, deaf), and it does so in
+    ``_initialize_client_session`` before the password is checked, so even a refused login took
+    a device's session away. Fixed by :meth:`FlumphBroker._initialize_client_session`, which
+    authenticates first, binds a device account to its own client id
+    (:mod:`flumph.broker.identity`) and closes the connection it replaces
+    (:meth:`FlumphBroker._take_over`), as MQTT 3.1.1 §3.1.4-2 says.
 
 Also: ``_run_broadcast`` (every publish) and ``_handle_client_session`` (every connect) iterate
 ``self._subscriptions`` while awaiting the ACL check or a send, so a SUBSCRIBE or a disconnect in
@@ -48,17 +55,21 @@ import amqtt
 from amqtt.adapters import StreamWriterAdapter, WebSocketsWriter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.errors import NoDataError
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.protocol.handler import ProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
+from amqtt.utils import format_client_message, gen_client_id
 
+from .identity import ClientIdentity, IdentityRefused
 from .metrics import BrokerStats
 
 log = logging.getLogger("flumph.broker")
 
 AMQTT_VERSION = "0.12.1"
 KEEPALIVE_FACTOR = 1.5  # MQTT 3.1.1 §3.1.2.10
+TAKEOVER_WAIT_S = 3.0  # for the replaced connection's disconnect to be handled
 
 # The upstream code each fix relies on, with the SHA-256 (first 16 hex digits) of its 0.12.1
 # source. A different digest means the assumption written next to it must be re-checked.
@@ -77,7 +88,18 @@ _UPSTREAM: dict[str, tuple[Callable[..., Any], str, str]] = {
     "Broker._initialize_client_session": (
         Broker._initialize_client_session,
         "5dd89158bbe46266",
-        "(a) returns a fresh unattached handler; session.keep_alive = keepalive + delay (0)",
+        "(a, d) replaced: init_from_connect, then clean-session delete or persistent reuse "
+        "(copying will, keepalive, credentials), keepalive + delay (0)",
+    ),
+    "BrokerProtocolHandler.init_from_connect": (
+        BrokerProtocolHandler.init_from_connect,
+        "036dc04c1133a18f",
+        "(d) reads and checks CONNECT, sends its own CONNACK refusals, touches no session",
+    ),
+    "Broker._authenticate": (
+        Broker._authenticate,
+        "4d7db8cc6fe2c3f6",
+        "(d) asks the auth plugins; called once, by _handle_client_session",
     ),
     "Broker._client_connected": (
         Broker._client_connected,
@@ -87,7 +109,8 @@ _UPSTREAM: dict[str, tuple[Callable[..., Any], str, str]] = {
     "Broker._handle_client_session": (
         Broker._handle_client_session,
         "8b1b52a03df9daf5",
-        "(b) on connect, publishes retained messages for every filter in self._subscriptions",
+        "(b) on connect, publishes retained messages for every filter in self._subscriptions; "
+        "(d) authenticates (our cached result), then stores the session under its client id",
     ),
     "Broker._publish_retained_messages_for_subscription": (
         Broker._publish_retained_messages_for_subscription,
@@ -182,6 +205,14 @@ def _abort(writer: Any) -> bool:
     return True
 
 
+async def _refuse_connect(writer: Any, return_code: int) -> None:
+    """CONNACK with a refusal, then close: what upstream sends for a wrong password."""
+    try:
+        await ConnackPacket.build(0, return_code).to_stream(writer)
+    finally:
+        await writer.close()
+
+
 class KeepaliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
     """Defect (a): a read timeout is a dead connection, not a reason to wait again. Also counts
     the messages in and out for ``/metrics``."""
@@ -229,12 +260,19 @@ class SnapshotSubscriptions(dict[str, list[tuple[Any, int]]]):
 
 
 class FlumphBroker(Broker):  # type: ignore[misc]
-    """amqtt's broker without defects (a) and (b); see the module docstring."""
+    """amqtt's broker without defects (a), (b) and (d); see the module docstring."""
 
-    def __init__(self, *args: Any, connect_timeout_s: float = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        connect_timeout_s: float = 10.0,
+        identity: ClientIdentity | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._connect_timeout_s = connect_timeout_s
         self._subscriptions = SnapshotSubscriptions(vars(self)["_subscriptions"])
+        self._identity = identity or ClientIdentity(enforced=False)
         self.stats = BrokerStats()
 
     # Read by the metrics collector, possibly from prometheus_client's HTTP thread: list() and
@@ -252,22 +290,94 @@ class FlumphBroker(Broker):  # type: ignore[misc]
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
     ) -> tuple[Any, Any]:
+        """Upstream's method in a safe order: read CONNECT (within a deadline), authenticate,
+        bind the client id to the account, close the connection it takes over, and only then
+        touch the session table (upstream deletes the session a CONNECT names before asking
+        whether its password is right)."""
+        peer = format_client_message(address=remote_address, port=remote_port)
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, session = await super()._initialize_client_session(
-                    reader, writer, remote_address, remote_port
+                _, session = await BrokerProtocolHandler.init_from_connect(
+                    reader, writer, self.plugins_manager
                 )
         except TimeoutError:
             _abort(writer)
             raise NoDataError(
-                f"{remote_address}:{remote_port} sent no CONNECT within {self._connect_timeout_s} s"
+                f"{peer} sent no CONNECT within {self._connect_timeout_s} s"
             ) from None
+        except MQTTError as e:  # refused by upstream's checks (it sent the CONNACK) or malformed
+            await writer.close()
+            raise MQTTError(f"invalid CONNECT from {peer}: {e}") from e
+        except (AMQTTError, NoDataError) as e:
+            raise AMQTTError(f"cannot read CONNECT from {peer}: {e}") from e
+
+        if not await super()._authenticate(session, None):
+            await _refuse_connect(writer, NOT_AUTHORIZED)
+            raise NoDataError(f"{peer}: login refused for {session.username!r}")
+        try:
+            client_id = self._identity.bind(session.username, session.client_id or "")
+        except IdentityRefused as e:
+            await _refuse_connect(writer, IDENTIFIER_REJECTED)
+            raise NoDataError(f"{peer}: {e}") from None
+        if client_id != session.client_id:
+            log.debug("%s: client id %r -> %r", peer, session.client_id, client_id)
+            session.client_id = client_id
+        if client_id:
+            await self._take_over(client_id)
+
+        if session.clean_session:
+            if client_id:
+                await self._delete_session(client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif client_id in self._sessions:
+            # A persistent session: the new connection brings its will, keepalive, credentials.
+            existing, _ = self._sessions[client_id]
+            for attr in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
+                         "keep_alive", "username", "password", "is_anonymous"):  # fmt: skip
+                setattr(existing, attr, getattr(session, attr))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
         if session.keep_alive > 0:
             # amqtt reads with a timeout of session.keep_alive; the spec allows 1.5 x keepalive.
             session.keep_alive = session.keep_alive * KEEPALIVE_FACTOR
+        session.flumph_authenticated = True  # read once by _authenticate below
         handler = KeepaliveHandler(self.plugins_manager, loop=self._loop)
         handler.stats = self.stats
         return handler, session
+
+    async def _authenticate(self, session: Any, listener: Any) -> bool:
+        # Called by _handle_client_session; the login was already checked (and refused if wrong)
+        # in _initialize_client_session, so it is not paid for twice.
+        if getattr(session, "flumph_authenticated", False):
+            session.flumph_authenticated = False
+            return True
+        result: bool = await super()._authenticate(session, listener)
+        return result
+
+    async def _take_over(self, client_id: str) -> None:
+        """Defect (d): MQTT 3.1.1 §3.1.4-2, the server disconnects the client already connected
+        under this client id. Upstream dropped only its subscriptions and left it connected and
+        deaf. Its will is not published: the client id is still connected."""
+        old = self._sessions.get(client_id)
+        if old is None:
+            return
+        session, handler = old
+        if not session.transitions.is_connected():
+            return
+        log.info("client %s connected again: closing its previous connection", client_id)
+        session.will_flag = False
+        if not _abort(handler.writer):
+            await handler.handle_connection_closed()
+        deadline = asyncio.get_running_loop().time() + TAKEOVER_WAIT_S
+        while session.transitions.is_connected():
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("previous connection of %s did not end; replacing it", client_id)
+                return
+            await asyncio.sleep(0.01)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Any

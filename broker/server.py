@@ -99,11 +99,17 @@ class EmbeddedBroker:
         from amqtt.errors import BrokerError
 
         from .fixes import FlumphBroker, check_upstream
+        from .identity import ClientIdentity
 
         check_upstream()
         preflight(self.settings)
+        identity = ClientIdentity(
+            enforced=self.settings.passwd_file is not None, admins=self.settings.admin_users
+        )
         broker = FlumphBroker(
-            amqtt_config(self.settings), connect_timeout_s=self.settings.connect_timeout_s
+            amqtt_config(self.settings),
+            connect_timeout_s=self.settings.connect_timeout_s,
+            identity=identity,
         )
         try:
             await broker.start()

@@ -19,6 +19,8 @@ from flumph.mqtt import MqttSettings
 from tests.conftest import free_port
 
 BACKEND_USER, BACKEND_PASSWORD = "flumph-backend", "backend-secret"
+OPS_USER, OPS_PASSWORD = "flumph-ops", "ops-secret"
+SERVICE_USERS = (BACKEND_USER, OPS_USER)
 
 
 @dataclass
@@ -28,18 +30,28 @@ class Broker:
     proc: subprocess.Popen[bytes]
     log_path: Path
     users: dict[str, str] = field(default_factory=dict)
+    # mosquitto as deploy/mosquitto configures it: devices on their own listener (client id =
+    # username), the backend and ops accounts on ``port``.
+    device_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def port_for(self, user: str | None) -> int:
+        """Where ``user`` logs in: the devices' listener for a device account, if there is one."""
+        if self.device_port is not None and user is not None and user not in SERVICE_USERS:
+            return self.device_port
+        return self.port
+
     def settings(self, user: str | None = None, **kw: object) -> MqttSettings:
         password = self.users.get(user) if user else None
-        return MqttSettings(url=self.url, username=user, password=password, **kw)
+        url = f"mqtt://127.0.0.1:{self.port_for(user)}"
+        return MqttSettings(url=url, username=user, password=password, **kw)
 
     def cli_auth(self, user: str | None) -> list[str]:
         """Arguments for mosquitto_pub/mosquitto_sub."""
-        args = ["-h", "127.0.0.1", "-p", str(self.port), "-V", "mqttv311"]
+        args = ["-h", "127.0.0.1", "-p", str(self.port_for(user)), "-V", "mqttv311"]
         if user:
             args += ["-u", user, "-P", self.users[user]]
         return args
@@ -116,9 +128,41 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-# --- the embedded broker (flumph broker), and plain amqtt for comparison -------------------------
+def start_mosquitto_deploy(tmp: Path, users: dict[str, str]) -> Broker:
+    """mosquitto running deploy/mosquitto/mosquitto.conf itself, moved to loopback ports and temp
+    paths: devices on ``device_port`` (client id = username), the service accounts on ``port``."""
+    from tests.conftest import ROOT
 
-OPS_USER, OPS_PASSWORD = "flumph-ops", "ops-secret"
+    device_port, service_port = free_port(), free_port()
+    text = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    text = text.replace("listener 1883\n", f"listener {device_port} 127.0.0.1\n")
+    text = text.replace("listener 1884\n", f"listener {service_port} 127.0.0.1\n")
+    text = text.replace("/mosquitto/data/", f"{tmp}/")
+    text = text.replace("/mosquitto/config/acl", str(ROOT / "deploy" / "mosquitto" / "acl"))
+    text = text.replace("/mosquitto/config/", f"{tmp}/")
+    assert f"listener {device_port}" in text and f"listener {service_port}" in text, text
+    for name, accounts in (
+        ("passwd", {u: p for u, p in users.items() if u not in SERVICE_USERS}),
+        ("passwd-services", {u: p for u, p in users.items() if u in SERVICE_USERS}),
+    ):
+        path = tmp / name
+        path.write_text("")
+        for user, password in accounts.items():
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(path), user, password], check=True, timeout=30
+            )
+    extra = ["log_dest stderr", "log_type all"] + (["user root"] if os.geteuid() == 0 else [])
+    conf = tmp / f"mosquitto-deploy-{service_port}.conf"
+    conf.write_text("\n".join(extra) + "\n" + text)
+    log = tmp / f"mosquitto-deploy-{service_port}.log"
+    with log.open("wb") as f:
+        proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=f, stderr=subprocess.STDOUT)
+    wait_port(device_port, proc, log)
+    wait_port(service_port, proc, log)
+    return Broker("mosquitto", service_port, proc, log, dict(users), device_port)
+
+
+# --- the embedded broker (flumph broker), and plain amqtt for comparison -------------------------
 
 
 def _clean_env() -> dict[str, str]:
@@ -238,7 +282,7 @@ class Probe:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self.client.connect("127.0.0.1", broker.port, keepalive=60)
+        self.client.connect("127.0.0.1", broker.port_for(user), keepalive=60)
         self.client.loop_start()
         rc = self._acks.get(timeout=15)
         if rc != 0:

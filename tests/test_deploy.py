@@ -218,15 +218,31 @@ def test_the_commented_mosquitto_alternative_is_valid_and_mounts_the_deploy_file
     mounts = mounts_of(broker)
     conf_path = "/mosquitto/config/mosquitto.conf"
     assert Path(mounts[conf_path]) == ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
-    conf = dict(
-        line.split(None, 1) for line in Path(mounts[conf_path]).read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    )  # fmt: skip
+    # Per listener: the global options, then one dict per `listener` line.
+    sections: list[dict[str, str]] = [{}]
+    for line in Path(mounts[conf_path]).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, value = line.split(None, 1)
+        if key == "listener":
+            sections.append({})
+        sections[-1][key] = value
+    conf, devices, services = sections
+    assert conf["per_listener_settings"] == "true"
+    assert devices["use_username_as_clientid"] == "true"
+    assert "use_username_as_clientid" not in services
     # What mosquitto.conf points at is mounted there.
-    assert Path(mounts[conf["acl_file"]]) == ROOT / "deploy" / "mosquitto" / "acl"
-    assert mounts[str(Path(conf["password_file"]).parent)] == "mosquitto-config"
+    for listener in (devices, services):
+        assert Path(mounts[listener["acl_file"]]) == ROOT / "deploy" / "mosquitto" / "acl"
+        assert mounts[str(Path(listener["password_file"]).parent)] == "mosquitto-config"
     assert mounts[conf["persistence_location"].rstrip("/")] == "mosquitto-data"
-    assert "mosquitto_passwd -b /mosquitto/config/passwd flumph-backend" in broker["command"][-1]
+    # The backend's account goes where the services log in (1884), not with the devices.
+    assert services["password_file"].endswith("/passwd-services")
+    assert (
+        "mosquitto_passwd -b /mosquitto/config/passwd-services flumph-backend"
+        in broker["command"][-1]
+    )
+    assert "-p 1884" in " ".join(broker["healthcheck"]["test"])
 
 
 # --- the compose services, run as local processes -----------------------------------------------
