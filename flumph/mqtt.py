@@ -11,6 +11,7 @@ mosquitto, EMQX, VerneMQ) works. paho runs its network loop in its own thread
 
 from __future__ import annotations
 
+import random
 import ssl
 import urllib.parse
 import uuid
@@ -44,6 +45,11 @@ class MqttSettings(StrictModel):
     prefix: str = Field(default="flumph", title="topic prefix")
     reconnect_min_s: float = Field(default=1.0, gt=0, le=60, title="first reconnect delay")
     reconnect_max_s: float = Field(default=120.0, gt=0, le=3600, title="longest reconnect delay")
+    reconnect_jitter: bool = Field(
+        default=True,
+        title="random reconnect delays, so a fleet does not reconnect in lockstep after a "
+        "broker restart",
+    )
 
     @field_validator("url")
     @classmethod
@@ -88,12 +94,54 @@ def flat_mqtt_keys(prefix: str = "mqtt_") -> dict[str, str]:
     return {f"{prefix}{key}": f"mqtt.{key}" for key in MqttSettings.model_fields}
 
 
+def next_reconnect_delay(
+    previous: float | None, low: float, high: float, rng: random.Random
+) -> float:
+    """Decorrelated jitter (AWS architecture blog, "Exponential Backoff And Jitter"): each delay
+    is drawn from [low, 3 x the previous one], capped at ``high``. paho's own backoff doubles a
+    fixed delay, so every client that lost the same broker retries at the same instants."""
+    base = low if previous is None else previous
+    return min(high, rng.uniform(low, max(low, base * 3)))
+
+
+_JITTERED: dict[str, type[paho.Client]] = {}
+
+
+def _jittered_client() -> type[paho.Client]:
+    """paho's Client with jittered reconnect delays (built on first use: paho is optional)."""
+    if "cls" not in _JITTERED:
+        import paho.mqtt.client as paho
+
+        class JitteredClient(paho.Client):
+            _flumph_rng = random.Random()
+
+            def _reconnect_wait(self) -> None:
+                # paho waits min(2 x _reconnect_delay, max) (min on the first try, when it is
+                # None; a CONNACK resets it to None). Hand it half our delay and let it wait.
+                previous = self._reconnect_delay
+                delay = next_reconnect_delay(
+                    previous,
+                    self._reconnect_min_delay,
+                    self._reconnect_max_delay,
+                    self._flumph_rng,
+                )
+                self._reconnect_delay = delay / 2  # type: ignore[assignment]
+                super()._reconnect_wait()
+
+        _JITTERED["cls"] = JitteredClient
+    return _JITTERED["cls"]
+
+
 def make_client(settings: MqttSettings, client_id: str | None = None) -> paho.Client:
     """A paho client configured from ``settings``; the caller sets callbacks, will, connects."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = paho.Client(
+    if settings.reconnect_jitter and hasattr(paho.Client, "_reconnect_wait"):
+        client_class: type[paho.Client] = _jittered_client()
+    else:
+        client_class = paho.Client
+    client = client_class(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id or f"flumph-{uuid.uuid4().hex[:12]}",
         protocol=paho.MQTTv311,
@@ -104,8 +152,12 @@ def make_client(settings: MqttSettings, client_id: str | None = None) -> paho.Cl
     if settings.tls:
         ctx = ssl.create_default_context(cafile=settings.ca_file)
         client.tls_set_context(ctx)
-    client.reconnect_delay_set(
-        min_delay=max(1, round(settings.reconnect_min_s)),
-        max_delay=max(1, round(settings.reconnect_max_s)),
-    )
+    if settings.reconnect_jitter:
+        # Fractions of a second matter once the delays are random.
+        client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
+    else:
+        client.reconnect_delay_set(
+            min_delay=max(1, round(settings.reconnect_min_s)),
+            max_delay=max(1, round(settings.reconnect_max_s)),
+        )
     return client
