@@ -10,6 +10,7 @@
     flumph ctl watch [ID] [--count N]        status/telemetry/... lines until Ctrl-C
     flumph ctl usage [ID]                    data used vs budget (+ 48 h by the hour), from
                                              the dashboard's API (see flumph.ctl.usage)
+    flumph ctl add ID | forget ID            make a device known / remove it (ctl.lifecycle)
 
 Patches go to ``set`` (never straight to ``desired``) so that whichever backend owns the shadow
 merges them. Each carries a fresh ``client_token``; the backend's answer with that token on
@@ -24,7 +25,8 @@ strings (``codec=av1``), and are validated here before anything is sent. Broker 
 ``FLUMPH_CTL_MQTT``, ``FLUMPH_CTL_USERNAME``, ... and flat ``[ctl]`` keys still work, told once).
 
 Exit codes: 0 done; 1 runtime failure (broker unreachable or refusing, timeout, a patch refused,
-a device offline or in error); 2 usage or validation error (the message names the key or value).
+a device offline or in error); 2 usage or validation error (the message names the key or value),
+or a device that is not known.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from flumph.control import (
     decode_desired,
     validate_patch,
 )
+from flumph.ctl import lifecycle as ctl_lifecycle
 from flumph.ctl import usage as ctl_usage
 from flumph.ctl.setwait import SetWait
 from flumph.mqtt import MqttSettings, make_client
@@ -528,6 +531,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--dashboard-password", default=sup, help="prefer env FLUMPH_CTL_DASHBOARD_PASSWORD"
     )
+    ctl_lifecycle.add_parsers(sub, common)
     return p
 
 
@@ -586,6 +590,12 @@ def run(ns: argparse.Namespace, cfg: CtlConfig) -> int:
         s.connect()
         if ns.command == "devices":
             return cmd_devices(s, ns)
+        if ns.command == "add":
+            return ctl_lifecycle.cmd_add(s, ns.device)
+        if ns.command == "forget":
+            return ctl_lifecycle.cmd_forget(s, ns.device)
+        if ns.command != "watch":
+            ctl_lifecycle.require_known(s, ns.device)  # UnknownDevice: exit 2, says how to add
         if patch is not None:
             return send_patch(s, ns.device, patch, ns.wait_applied)
         if ns.command == "snapshot":

@@ -8,9 +8,16 @@
 | ``POST /api/devices/{id}/set``          | JSON patch → shadow merge → the new ``desired``;     |
 |                                         | 422 with the field named if refused                  |
 | ``POST /api/devices/{id}/cmd/{name}``   | one-shot command; ``?wait=S`` waits for its ack      |
+| ``POST /api/devices``                   | ``{"id"}``: add (provision) a device; 201, or 200 if |
+|                                         | it was known                                         |
+| ``POST /api/devices/{id}/forget``       | remove a device: every retained topic of it deleted  |
 | ``GET /api/devices/{id}/snapshot``      | the last still, with its sniffed content type        |
 | ``GET /api/events[?device=ID]``         | SSE: ``devices`` (all, at once), then ``device``     |
-|                                         | per change; ``resync`` (all) after an overflow       |
+|                                         | per change, ``removed`` ``{"id"}`` when one is       |
+|                                         | forgotten; ``resync`` (all) after an overflow        |
+
+An unknown device (see :mod:`flumph.lifecycle`) is 404 on every ``/api/devices/{id}`` route but
+``forget``, which also cleans up what an unknown id left on the broker.
 
 With a password configured, every route needs a session (see :mod:`.access`); the page, the
 login and ``GET /api/config`` are in :mod:`.pages`; data use, budget and grants in
@@ -35,9 +42,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from flumph.control import ContractError, Desired, Reported, Telemetry
+from flumph.lifecycle import UnknownDevice
 
 from .access import Access
-from .bodies import read_body
+from .bodies import json_object, read_body
 from .fleet import DeviceState, Fleet, Unavailable
 from .usage_history import Sample
 from .usage_view import budget_summary, usage_summary
@@ -200,11 +208,13 @@ class EventFeed:
             return
         dev = self.fleet.devices.get(device_id)
         if dev is None:
-            return
-        data = json.dumps(device_view(self.fleet, dev, marks=self.marks))
+            # Forgotten: the page drops its card.
+            item = ("removed", json.dumps({"id": device_id}))
+        else:
+            item = ("device", json.dumps(device_view(self.fleet, dev, marks=self.marks)))
         for client in self.clients:
             if client.device in (None, device_id):
-                client.offer(("device", data))
+                client.offer(item)
 
     def close(self) -> None:
         """End every stream (uvicorn waits for open responses before it shuts down)."""
@@ -269,6 +279,7 @@ def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
             },
             "devices": len(fleet.devices),
             "stray_messages": fleet.stray_messages,
+            "unknown_device_messages": fleet.registry.unknown_messages,
             "dropped_devices": fleet.dropped_devices,
             "snapshot_bytes": fleet.snapshot_bytes,
             "snapshots_evicted": fleet.snapshots_evicted,
@@ -284,14 +295,43 @@ def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
     async def device(device_id: str) -> dict[str, Any] | JSONResponse:
         dev = fleet.devices.get(device_id)
         if dev is None:
-            return _error(404, f"no device {device_id!r} has been seen")
+            return _error(404, str(UnknownDevice(device_id)))
         return device_view(fleet, dev, detail=True, marks=feed.marks)
+
+    @app.post("/api/devices", response_model=None)
+    async def provision(request: Request) -> JSONResponse:
+        doc = json_object(await read_body(request), "device", max_depth=2)
+        device_id = doc.get("id")
+        if not isinstance(device_id, str):
+            return _error(422, 'give {"id": "<device id>"}')
+        try:
+            created = await fleet.registry.provision(device_id)
+        except ContractError as e:
+            return _error(422, str(e))
+        except Unavailable as e:
+            return _error(503, str(e))
+        dev = fleet.devices.get(device_id)
+        if dev is None:  # provisioned, but the broker has not echoed it yet
+            return JSONResponse(status_code=202, content={"id": device_id})
+        return JSONResponse(status_code=201 if created else 200, content=device_view(fleet, dev))
+
+    @app.post("/api/devices/{device_id}/forget", response_model=None)
+    async def forget(device_id: str) -> JSONResponse:
+        try:
+            was_known = await fleet.registry.forget(device_id)
+        except ContractError as e:
+            return _error(422, str(e))
+        except Unavailable as e:
+            return _error(503, str(e))
+        return JSONResponse({"id": device_id, "was_known": was_known})
 
     @app.post("/api/devices/{device_id}/set", response_model=None)
     async def set_(device_id: str, request: Request) -> JSONResponse:
         body = await read_body(request)
         try:
             doc, published = await fleet.set(device_id, body)
+        except UnknownDevice as e:
+            return _error(404, str(e))
         except ContractError as e:
             return _error(422, str(e))
         except Unavailable as e:
@@ -307,6 +347,8 @@ def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
     ) -> dict[str, Any] | JSONResponse:
         try:
             rec = await fleet.command(device_id, name, wait)
+        except UnknownDevice as e:
+            return _error(404, str(e))
         except ContractError as e:
             return _error(422, str(e))
         except Unavailable as e:

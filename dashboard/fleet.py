@@ -52,10 +52,12 @@ from flumph.control import (
     decode_desired,
     decode_set,
 )
+from flumph.lifecycle import UnknownDevice, makes_known
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import watch_connection
 
 from .ondemand import OnDemand
+from .registry import Registry
 from .set_answers import SetAnswers
 from .shadow import Shadow
 
@@ -202,6 +204,7 @@ class Fleet:
         )
         self.listeners: list[Callable[[str], None]] = []  # called with a device id on change
         self.answers = SetAnswers(self.topics, self._publish_answer)
+        self.registry = Registry(self)
         self.connected = False
         self.ready = asyncio.Event()
         self.last_connect_error: str | None = None
@@ -382,8 +385,11 @@ class Fleet:
             if self.stray_messages <= 10 or self.stray_messages % 1000 == 0:
                 log.warning("ignoring message #%d off the contract: %s", self.stray_messages, e)
             return
-        dev = self.device(parsed.device_id, create=True)
-        if dev is None:
+        # Only a status (a device's birth or will, or a provisioning) makes a device known.
+        known = parsed.kind == "status" and makes_known(payload)
+        dev = self.device(parsed.device_id, create=known)
+        if dev is None or (parsed.kind == "status" and not known):
+            self.registry.not_known(parsed, payload, retain)
             return
         try:
             changed = self._handlers[parsed.kind](dev, parsed, payload, retain)
@@ -543,8 +549,22 @@ class Fleet:
     ) -> None:
         """Answer a ``set`` of ``device_id`` on ``set/rejected`` with ``error`` (which names the
         field); ``payload`` is the refused message (its ``client_token`` is echoed). Creates no
-        device state, so it may answer a set for a device the backend refuses to know."""
+        device state, so it may answer a set for a device the backend refuses to know (an
+        unknown device: see :mod:`.registry`)."""
         self.answers.rejected(device_id, error, fields=fields, payload=payload)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> Any:
+        """Publish at QoS 1; paho's message info (``is_published()``)."""
+        if self._client is None or self._stopping:
+            raise Unavailable("the fleet service is not running")
+        return self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def known(self, device_id: str) -> DeviceState:
+        """The state of a known device; UnknownDevice (a ContractError) otherwise."""
+        dev = self.devices.get(check_device_id(device_id))
+        if dev is None:
+            raise UnknownDevice(device_id)
+        return dev
 
     def _set_error(
         self, dev: DeviceState, error: ContractError | str, payload: bytes | None
@@ -554,9 +574,18 @@ class Fleet:
         fields = error.fields if isinstance(error, PatchError) else ()
         self.reject_set(dev.device_id, str(error), payload, fields)
 
+    def hold_set(self, device_id: str, payload: bytes) -> None:
+        """A patch for a device not known yet, before the retained statuses are all in: decided
+        once they are (its status may still be on its way)."""
+        if len(self._held_sets) >= HELD_SETS:
+            self.reject_set(device_id, "backend not ready and too many patches waiting", payload)
+            return
+        self._held_sets.append((device_id, payload))
+
     def _apply_set(self, device_id: str, payload: bytes) -> None:
         dev = self.device(device_id)
         if dev is None:
+            self.reject_set(device_id, str(UnknownDevice(device_id)), payload)
             return
         try:
             req = decode_set(payload)
@@ -581,9 +610,7 @@ class Fleet:
         """
         if self._client is None or self._stopping:
             raise Unavailable("the fleet service is not running")
-        dev = self.device(device_id, create=True)
-        if dev is None:
-            raise Unavailable(f"more than {self.options.max_devices} devices")
+        dev = self.known(device_id)
         doc, planned = self.shadow.merge(device_id, patch)
         info = self._client.publish(
             self.topics.desired(device_id), doc.payload(), qos=1, retain=True
@@ -620,10 +647,12 @@ class Fleet:
                 device_id, req.patch, operator=True, client_token=req.client_token
             )
         except ContractError as e:
-            dev = self.device(device_id, create=True)
+            dev = self.device(device_id)
             if dev is not None:
                 self._set_error(dev, e, payload)
                 self._changed(dev)
+            else:
+                self.reject_set(device_id, str(e), payload)
             raise
         return doc, await self._published(info, PUBLISH_WAIT_S)
 
@@ -654,9 +683,7 @@ class Fleet:
         payload = decode_command(name, json.dumps({**(args or {}), "id": rec_id}))
         if not self.connected or self._client is None:
             raise Unavailable(f"MQTT broker {self.mqtt.url} unavailable")
-        dev = self.device(device_id, create=True)
-        if dev is None:
-            raise Unavailable(f"more than {self.options.max_devices} devices")
+        dev = self.known(device_id)
         rec = CommandRecord(rec_id, device_id, name, time.time(), time.monotonic())
         dev.add_command(rec)
         self._track(rec)
@@ -688,9 +715,13 @@ class Fleet:
 
     def _changed(self, dev: DeviceState) -> None:
         dev.presence = self.presence(dev)
+        self.notify(dev.device_id)
+
+    def notify(self, device_id: str) -> None:
+        """Tell the listeners ``device_id`` changed (or went: no longer in ``devices``)."""
         for listener in self.listeners:
             try:
-                listener(dev.device_id)
+                listener(device_id)
             except Exception:
                 log.exception("fleet listener failed")
 

@@ -120,6 +120,12 @@ class OnDemand:
         if device_id in self._devices:
             self._evaluate(device_id)
 
+    def forget(self, device_id: str) -> None:
+        """The device was removed: no countdown, no state."""
+        d = self._devices.pop(device_id, None)
+        if d is not None:
+            d.cancel_linger()
+
     def activate(self) -> None:
         self.active = True
         for device_id, d in list(self._devices.items()):

@@ -224,6 +224,9 @@ class Status(Message):
     agent: str | None = None  # agent version, in the birth message
     contract: int | None = None  # CONTRACT_VERSION of the sender, in the birth message
     usage: Usage | None = None  # in the birth: the period's usage, so a backend knows it at once
+    # True in the status `flumph ctl add` / the dashboard write for a device that has not come
+    # online yet (see flumph.lifecycle: a retained status is what makes a device known).
+    provisioned: bool = False
 
 
 SETTINGS_KEYS = frozenset(StreamSettings.model_fields)

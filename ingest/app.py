@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketState
 from flumph import auth
 
 from . import relay_protocol as rp
+from .admission import Admission, WaitTicket
 from .hub import Hub, HubError, Stream, Viewer
 from .still import send_still
 from .ws_direct import frame_sink
@@ -88,15 +89,22 @@ OPEN = TokenGate(None)
 PUBLISHER_KINDS: tuple[auth.TokenKind, ...] = ("session",)
 
 
+def _address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client is not None else "?"
+
+
 def add_relay_routes(
     app: FastAPI,
     hub: Hub,
     gate: TokenGate = OPEN,
     notices: Callable[[str], str | None] | None = None,
+    admission: Admission | None = None,
 ) -> None:
     """The seed's routes; ``notices(stream_id)``: a text message for a viewer who waits for a
-    device that may not stream now (see :mod:`.budget_notice`), or None."""
+    device that may not stream now (see :mod:`.budget_notice`), or None; ``admission``: who may
+    wait and which ids a streamer may take (see :mod:`.admission`; none: nobody waits)."""
     api_guard = [Depends(gate.require_http)]
+    rules = admission if admission is not None else Admission()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -129,6 +137,7 @@ def add_relay_routes(
         try:
             reg = rp.parse_register(await _first_text(ws))
             stream_id = reg.stream_id or hub.new_id()
+            rules.check_register(stream_id)
             stream, token = hub.claim(stream_id, "ws")
         except WebSocketDisconnect:
             return
@@ -166,6 +175,7 @@ def add_relay_routes(
         if why is not None:
             await _refuse(ws, why)
             return
+        ticket: WaitTicket | None = None
         try:
             sub = rp.parse_subscribe(await _first_text(ws))
             if sub.stream_id != stream_id:
@@ -175,14 +185,21 @@ def add_relay_routes(
             if sub.still:
                 await send_still(ws, hub, stream_id)
                 return
+            current = hub.get(stream_id)
+            if sub.wait and (current is None or current.ended or not current.publisher_connected):
+                ticket = rules.admit_wait(_address(ws), stream_id)
             stream, view = hub.add_viewer(stream_id, wait=sub.wait)
         except WebSocketDisconnect:
+            if ticket is not None:
+                rules.release(ticket)
             return
         except ValueError as e:
             await _refuse(ws, str(e))
             return
         except HubError as e:
-            code = CLOSE_TRY_LATER if "viewers" in str(e) else CLOSE_POLICY
+            if ticket is not None:
+                rules.release(ticket)
+            code = CLOSE_TRY_LATER if "too many" in str(e) or "viewers" in str(e) else CLOSE_POLICY
             await _refuse(ws, str(e), code)
             return
         try:
@@ -198,6 +215,8 @@ def add_relay_routes(
             await _serve_viewer(ws, stream, view)
         finally:
             hub.remove_viewer(stream, view)
+            if ticket is not None:
+                rules.release(ticket)
 
 
 async def _serve_viewer(ws: WebSocket, stream: Stream, view: Viewer) -> None:

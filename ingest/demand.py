@@ -4,6 +4,13 @@ The backend's on-demand logic turns this into ``streaming`` true/false; the inge
 decides nothing about devices. A retained count left by an earlier ingest run (a crash) would
 keep a camera streaming for nobody, so on connect the publisher zeroes every retained demand it
 does not hold itself.
+
+Only known devices get a demand (``is_known``, see :mod:`flumph.lifecycle`): a viewer of any
+other id must not leave a retained topic behind. A retained demand of an id that is not known (a
+leftover from before this rule, or a forgotten device) is deleted. That decision relies on the
+retained statuses arriving before the retained demands: ``<p>/+/status`` is subscribed first in
+the same SUBSCRIBE, and the embedded broker and mosquitto both send retained messages filter by
+filter, in order.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class DemandPublisher:
         # Other retained device documents the ingest follows on this connection: kind ->
         # handler(device id, payload), called in paho's thread.
         self.followers: dict[TopicKind, Callable[[str, bytes], None]] = {}
+        self.is_known: Callable[[str], bool] = lambda _device_id: True
 
     def follow(self, kind: TopicKind, handler: Callable[[str, bytes], None]) -> None:
         """Also subscribe to ``<p>/+/<kind>`` and hand each message to ``handler``."""
@@ -57,6 +65,10 @@ class DemandPublisher:
         """Called on the event loop whenever a stream's viewer count changes."""
         if not DEVICE_ID_RE.fullmatch(stream_id):
             return  # relay ids from WebSocket streamers are not devices
+        if not self.is_known(stream_id):
+            with self._lock:
+                self._counts.pop(stream_id, None)
+            return
         with self._lock:
             if self._counts.get(stream_id, 0) == viewers:
                 return
@@ -76,7 +88,8 @@ class DemandPublisher:
         if reason.is_failure:
             log.warning("MQTT connection refused: %s", reason)
             return
-        client.subscribe([(self.topics.every(k), 1) for k in ("demand", *self.followers)])
+        # The followed kinds (status) first: see the module docstring.
+        client.subscribe([(self.topics.every(k), 1) for k in (*self.followers, "demand")])
         with self._lock:
             held = dict(self._counts)
         for stream_id, n in held.items():
@@ -95,7 +108,10 @@ class DemandPublisher:
             return
         with self._lock:
             ours = self._counts.get(device, 0)
-        if demand.viewers and not ours:
+        if not self.is_known(device):
+            log.info("deleting the demand of %s: not a known device", device)
+            self._client.publish(self.topics.demand(device), b"", qos=1, retain=True)
+        elif demand.viewers and not ours:
             log.info("clearing stale demand for %s (%d viewers)", device, demand.viewers)
             self._publish(device, 0)
 

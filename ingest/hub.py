@@ -400,8 +400,13 @@ class Hub:
         if s is not None:
             if s.publisher_connected or (s.source is not None and s.source != source):
                 raise HubError(f"stream id {stream_id} is busy: another publisher is using it")
+            if source == "ws" and s.source is None:
+                # Viewers wait there for a device: a streamer must not feed them.
+                raise HubError(f"stream id {stream_id} is busy: viewers wait for its device")
             return s
-        if len(self._streams) >= self.max_streams:
+        # Only published streams count: streams that viewers merely wait on must never make a
+        # publisher be refused (they have their own limits, see admission.py).
+        if sum(1 for x in self._streams.values() if x.source is not None) >= self.max_streams:
             raise HubError(f"too many streams: the limit is {self.max_streams} (MAX_STREAMS)")
         return None
 
@@ -484,10 +489,7 @@ class Hub:
             with self._lock:
                 stream = self._streams.get(stream_id)
                 if stream is None:
-                    if len(self._streams) >= self.max_streams:
-                        raise HubError(
-                            f"too many streams: the limit is {self.max_streams} (MAX_STREAMS)"
-                        )
+                    # Not counted against max_streams: the caller admitted the wait (admission.py)
                     stream = Stream(stream_id, None)
                     self._streams[stream_id] = stream
         if len(stream.viewers) >= self.max_viewers:

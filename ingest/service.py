@@ -17,10 +17,12 @@ from flumph.mqtt import BackendMqttSettings, flat_mqtt_keys
 from flumph.service.app import service_app
 from flumph.service.metrics import add_metrics_route
 
+from .admission import Admission
 from .app import TokenGate, add_preview_routes, add_relay_routes
 from .budget_notice import BudgetNotices
 from .demand import DemandPublisher
 from .hub import Hub
+from .known import KnownDevices
 from .metrics import IngestMetrics
 from .srt_ingest import SrtIngest
 
@@ -63,6 +65,24 @@ class IngestConfig(StrictModel):
     )
     reconnect_grace_s: float = Field(
         default=10.0, ge=0, le=3600, title="how long viewers wait for an SRT publisher to come back"
+    )
+    max_waiting: int = Field(
+        default=256,
+        ge=0,
+        le=100000,
+        title="viewers waiting for a known device to start (never counted in max_streams)",
+    )
+    max_waiting_per_address: int = Field(
+        default=32, ge=0, le=10000, title="waiting viewers from one client address"
+    )
+    publisher_first_data_s: float = Field(
+        default=5.0, gt=0, le=600, title="an SRT publisher that sends nothing this long is dropped"
+    )
+    publisher_idle_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        title="an SRT publisher whose data stops this long is dropped (its id freed)",
     )
     max_message_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, title="largest WebSocket message accepted"
@@ -125,6 +145,13 @@ class IngestService:
         self.budget: BudgetNotices | None = None
         self.metrics = IngestMetrics(self.hub, lambda: self.srt_handler)
         self.gate = TokenGate(cfg.auth_secret)
+        self.known = KnownDevices()
+        self.admission = Admission(
+            max_waiting=cfg.max_waiting,
+            max_waiting_per_address=cfg.max_waiting_per_address,
+            is_known=self.known.is_known if cfg.mqtt is not None else None,
+        )
+        self._idle_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +160,8 @@ class IngestService:
             loop,
             passphrases=self.cfg.passphrases,
             default_passphrase=self.cfg.srt_passphrase,
+            first_data_s=self.cfg.publisher_first_data_s,
+            idle_s=self.cfg.publisher_idle_s,
         )
         self.srt_server = srt.SrtServer(
             self.cfg.srt_host,
@@ -144,9 +173,12 @@ class IngestService:
         )
         await asyncio.to_thread(self.srt_server.start)
         log.info("SRT ingest listening on %s:%d/udp", self.cfg.srt_host, self.srt_server.port)
+        self._idle_watch = loop.create_task(self.srt_handler.watch_idle(), name="srt-idle-watch")
         mqtt = self.cfg.mqtt
         if mqtt is not None:
             self.demand = DemandPublisher(mqtt)
+            self.demand.follow("status", self.known.on_status)
+            self.demand.is_known = self.known.is_known
             self.budget = BudgetNotices(self.hub)
             self.budget.bind(loop)
             self.demand.follow("reported", self.budget.on_reported)
@@ -155,6 +187,9 @@ class IngestService:
             log.info("publishing viewer demand to %s", mqtt.url)
 
     async def stop(self) -> None:
+        if self._idle_watch is not None:
+            self._idle_watch.cancel()
+            await asyncio.gather(self._idle_watch, return_exceptions=True)
         if self.srt_server is not None:
             await asyncio.to_thread(self.srt_server.stop)
         for s in self.hub.streams():
@@ -164,7 +199,7 @@ class IngestService:
 
     def add_routes(self, app: FastAPI) -> None:
         gate = self.gate
-        add_relay_routes(app, self.hub, gate, notices=self._budget_notice)
+        add_relay_routes(app, self.hub, gate, notices=self._budget_notice, admission=self.admission)
         add_preview_routes(app)
 
         @app.get("/api/errors", dependencies=[Depends(gate.require_http)])

@@ -52,10 +52,27 @@ class Publisher:
     connected_at: float = field(default_factory=time.monotonic)
     last_in: float = 0.0  # monotonic arrival of the newest message; 0 before the first
     last_stats: srt.SrtStats | None = None
+    dropped: bool = False  # by the idle watch
 
     def close_input(self) -> None:
         if self.feed is not None:
             self.feed.close()
+
+
+IDLE_CHECK_S = 0.5
+
+
+def idle_reason(
+    last_in: float, connected_at: float, now: float, first_data_s: float, idle_s: float
+) -> str | None:
+    """Why a publisher should be dropped for silence (``last_in`` 0: nothing received yet)."""
+    if not last_in:
+        if now - connected_at > first_data_s:
+            return f"sent no data within {first_data_s:g} s of connecting"
+        return None
+    if now - last_in > idle_s:
+        return f"sent no data for {idle_s:g} s"
+    return None
 
 
 class Claim:
@@ -83,12 +100,16 @@ class SrtIngest(srt.SrtServerHandler):
         passphrases: Mapping[str, str] | None = None,
         default_passphrase: str | None = None,
         feed_max_bytes: int = 8 * 1024 * 1024,
+        first_data_s: float = 5.0,
+        idle_s: float = 15.0,
     ) -> None:
         self.hub = hub
         self.loop = loop
         self.passphrases = dict(passphrases or {})
         self.default_passphrase = default_passphrase
         self.feed_max_bytes = feed_max_bytes
+        self.first_data_s = first_data_s
+        self.idle_s = idle_s
         self.publishers: dict[int, Publisher] = {}
         # Touched only by the srt-epoll thread.
         self.last_demuxer: dict[str, LiveDemuxer | MatroskaDemux] = {}
@@ -272,6 +293,23 @@ class SrtIngest(srt.SrtServerHandler):
             stream.publish_init(MediaInit(t.mime, ev.segment.data, t.codec, t.width, t.height))
         elif isinstance(ev, DemuxFragment):
             stream.publish_fragment(ev.fragment.data, ev.fragment.keyframe, ev.t_in)
+
+    async def watch_idle(self) -> None:
+        """Drop publishers that hold an id and send nothing. Measured before: an SRT caller that
+        connected as publish:cam-a and sent no byte held the id for over 40 s (libsrt keeps an
+        idle connection alive), and the real device was refused as busy (1409)."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            now = time.monotonic()
+            for pub in list(self.publishers.values()):
+                why = idle_reason(pub.last_in, pub.connected_at, now,
+                                  self.first_data_s, self.idle_s)  # fmt: skip
+                if why is None or pub.dropped:
+                    continue
+                pub.dropped = True
+                self._record(pub.conn.peer, pub.stream_id, f"{why}: dropped, its id is free")
+                pub.close_input()
+                pub.conn.close()
 
     def stats(self) -> dict[str, srt.SrtStats]:
         out: dict[str, srt.SrtStats] = {}

@@ -1,6 +1,6 @@
 // The dashboard page: one card per device, kept current by the fleet's live feed
-// (Server-Sent Events on /api/events: "devices" once, then "device" per change, "resync" after
-// an overflow). No polling: the only timers are local (relative ages, tile readouts).
+// (Server-Sent Events on /api/events: "devices" once, then "device" per change, "removed" when
+// one is forgotten, "resync" after an overflow). No polling: the only timers are local (relative ages, tile readouts).
 
 import { loadConfig, toLogin } from "./api.js";
 import { Card } from "./card.js";
@@ -72,6 +72,16 @@ function connectFeed() {
   });
   source.addEventListener("device", (ev) => {
     upsert(JSON.parse(ev.data));
+    renderSummary();
+  });
+  source.addEventListener("removed", (ev) => {
+    const { id } = JSON.parse(ev.data);
+    const card = cards.get(id);
+    if (card) {
+      card.closeTile();
+      card.root.remove();
+      cards.delete(id);
+    }
     renderSummary();
   });
   source.addEventListener("error", async () => {

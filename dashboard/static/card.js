@@ -96,8 +96,9 @@ export class Card {
     this.snapButton = button("snapshot", "Snapshot", () => this.command("snapshot", 15));
     this.keyButton = button("keyframe", "Keyframe", () => this.command("keyframe", 5));
     this.settingsButton = button("settings-toggle", "Settings", () => this.toggleSettings());
+    this.forgetButton = button("forget", "Forget", () => this.forget());
     actions.append(this.watchButton, this.startButton, this.stopButton, this.snapButton,
-      this.keyButton, this.settingsButton);
+      this.keyButton, this.settingsButton, this.forgetButton);
     this.result = el("div", "result");
     this.result.setAttribute("role", "status");
     this.form = this._buildForm();
@@ -258,6 +259,18 @@ export class Card {
     } else {
       this.say(`${name}: done`);
     }
+  }
+
+  async forget() {
+    const note = this.view.presence === "online"
+      ? " It is online: it comes back when it next connects unless its account is removed too."
+      : "";
+    if (!window.confirm(`Forget ${this.id}? Its settings, state and snapshot are deleted.${note}`)) {
+      return;
+    }
+    this.closeTile();
+    const r = await post(`/api/devices/${this.id}/forget`);
+    if (!r.ok) this.say(`forget refused: ${r.detail}`, "error");
   }
 
   toggleWatch() {
