@@ -20,7 +20,8 @@ import pytest
 
 from flumph.control import Topics
 from flumph.ctl.main import main as ctl_main
-from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, MosquittoSub, start_mosquitto
+from flumph.lifecycle import provisioned_status
+from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, MosquittoSub, Probe, start_mosquitto
 from tests.conftest import free_port
 from tests.test_fleet_service import USERS, FakeDevice, start_dashboard
 
@@ -32,6 +33,12 @@ DEVICES = [f"cam{i}" for i in range(1, 13)]
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     users = {u: p for u, p in USERS.items() if not u.startswith("cam") or u in DEVICES}
     b = start_mosquitto(tmp_path_factory.mktemp("ctl"), users)
+    # The devices the tests act on are known (`flumph ctl add`); tests/test_lifecycle.py covers
+    # unknown ones.
+    ops = Probe(b, OPS_USER)
+    for device_id in DEVICES:
+        ops.publish(T.status(device_id), provisioned_status(), retain=True)
+    ops.close()
     yield b
     b.stop()
 
@@ -238,7 +245,7 @@ def test_devices_table_from_retained_state(
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()}
     assert rows["DEVICE"][:6] == ["DEVICE", "STATUS", "STREAMING", "WANTED", "DESIRED", "APPLIED"]
     assert rows["cam3"] == ["cam3", "online", "yes", "yes", "5", "4", "-", "libsvtav1", "-"]
-    assert rows["cam4"][:6] == ["cam4", "-", "invalid", "-", "-", "invalid"]
+    assert rows["cam4"][:6] == ["cam4", "offline", "invalid", "-", "-", "invalid"]  # added
     listed = {d["device"]: d for d in json.loads(ctl(broker, "devices", "--json").stdout)}
     assert listed["cam3"]["desired"] == {"v": 5, "streaming": True}
     assert "applied_v" in listed["cam4"]["reported"]["invalid"]

@@ -30,6 +30,7 @@ import pytest
 from flumph.config import ConfigError
 from flumph.control import Ack, Command, Status, Telemetry, Topics, decode
 from flumph.dashboard.main import load, parse_args
+from flumph.lifecycle import provisioned_status
 from flumph.mqtt import make_client
 from tests.brokers import (
     BACKEND_PASSWORD,
@@ -168,6 +169,12 @@ def stack(
     start = start_mosquitto if request.param == "mosquitto" else start_embedded
     broker = start(tmp, USERS)
     try:
+        # The devices the tests use are known (added, as `flumph ctl add` does): a set or a
+        # command for an unknown id is refused (tests/test_lifecycle.py).
+        ops = Probe(broker, OPS_USER)
+        for device_id in DEVICES:
+            ops.publish(T.status(device_id), provisioned_status(), retain=True)
+        ops.close()
         dash = start_dashboard(tmp, broker)
         yield Stack(broker, dash, tmp)
         assert dash.stop() == 0, dash.log()
@@ -187,12 +194,13 @@ class FakeDevice:
         ack_error: str | None = None,
         snapshot: bytes | None = None,
         answer: bool = True,
+        user: str | None = None,
     ) -> None:
         self.id = device_id
         self.ack_error, self.snapshot, self.answer = ack_error, snapshot, answer
         self.commands: list[tuple[str, str]] = []
         self.client = make_client(
-            broker.settings(device_id), f"fake-{device_id}-{uuid.uuid4().hex[:6]}"
+            broker.settings(user or device_id), f"fake-{device_id}-{uuid.uuid4().hex[:6]}"
         )
         self.client.will_set(T.status(device_id), Status(state="offline").payload(), 1, True)
         self.client.on_message = self._on_message
@@ -270,6 +278,8 @@ def test_invalid_patch_is_refused_and_desired_unchanged(
     stack: Stack, payload: bytes, fragment: str
 ) -> None:
     dev = f"bad-{uuid.uuid4().hex[:6]}"  # only ops publishes here: no device account needed
+    stack.pub(T.status(dev), provisioned_status(), retain=True)
+    wait_until(lambda: stack.dash.device(dev), 10, "provisioned")
     stack.pub(T.set(dev), '{"fps": 10}')
     before = stack.wait_desired(dev, lambda d: d.get("fps") == 10)
     stack.pub(T.set(dev), payload)
@@ -433,6 +443,7 @@ def test_device_view_from_reported_and_telemetry(
     stack: Stack, devices: Callable[..., FakeDevice]
 ) -> None:
     dev = devices("cam8")
+    dev.birth()
     stack.post("/api/devices/cam8/set", {"streaming": True, "codec": "av1"})
     dev.publish("reported", json.dumps({
         "applied_v": 1, "settings": {"codec": "av1", "bitrate_kbps": 250, "fps": 15},
@@ -455,7 +466,8 @@ def test_device_view_from_reported_and_telemetry(
     assert view["usage"]["used_pct"] == 31.0
     listed = {d["id"]: d for d in stack.dash.get("/api/devices")}
     assert listed["cam8"]["sync"] == "applied"
-    assert httpx.get(f"{stack.dash.url}/api/devices/cam29", timeout=10).status_code == 404
+    r = httpx.get(f"{stack.dash.url}/api/devices/never-added", timeout=10)
+    assert r.status_code == 404 and "unknown device 'never-added'" in r.json()["detail"]
 
 
 def test_commands_acked_failed_and_timed_out(
@@ -517,7 +529,7 @@ async def test_live_feed_sends_device_changes(
     async with (
         asyncio.timeout(30),
         httpx.AsyncClient(base_url=stack.dash.url, timeout=30) as http,
-        http.stream("GET", "/api/events", params={"device": "cam15"}) as r,
+        http.stream("GET", "/api/events", params={"device": "feed-cam"}) as r,
     ):
         assert r.headers["content-type"].startswith("text/event-stream")
         events: list[tuple[str, Any]] = []
@@ -531,14 +543,18 @@ async def test_live_feed_sends_device_changes(
                 if event == "devices":
                     break
         assert events == [("devices", [])]
-        dev = devices("cam15")
-        dev.birth()
-        async for line in lines:
-            if line.startswith("data: "):
-                view = json.loads(line[6:])
-                if view["presence"] == "online":
-                    assert view["id"] == "cam15"
-                    break
+        # Never added: its first birth makes it a device (it has come online).
+        dev = FakeDevice(stack.broker, "feed-cam", user=OPS_USER)
+        try:
+            dev.birth()
+            async for line in lines:
+                if line.startswith("data: "):
+                    view = json.loads(line[6:])
+                    if view["presence"] == "online":
+                        assert view["id"] == "feed-cam"
+                        break
+        finally:
+            dev.close()
 
 
 # --- on-demand streaming --------------------------------------------------------------------
