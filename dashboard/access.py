@@ -8,13 +8,14 @@
   ``Authorization: Bearer`` for scripts, from ``POST /api/login``). A POST authenticated by the
   cookie must also carry ``X-Flumph-CSRF`` (from ``GET /api/config``).
 
-Failed logins are limited per client address (a small, bounded table), so the password cannot be
-guessed at the speed of the network.
+Failed logins back off per client address and per account (:mod:`.throttle`), so the password
+cannot be guessed at the speed of the network and the right one never waits more than 30 s.
+Logging out revokes the session token (:class:`flumph.auth.Revocations`) until it would have
+expired: a copy of the cookie is worth nothing after it.
 """
 
 from __future__ import annotations
 
-import collections
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,11 +25,11 @@ from starlette.requests import HTTPConnection
 
 from flumph import auth
 
+from .throttle import LoginThrottle
+
 SESSION_ONLY: tuple[auth.TokenKind, ...] = ("session",)  # viewer tokens only watch
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOGIN_FAILURES = 10  # per client address and window
-LOGIN_WINDOW_S = 300.0
-LOGIN_TABLE = 4096  # client addresses remembered
+OPERATOR = "operator"  # the one account: the operator's password
 
 
 @dataclass
@@ -36,38 +37,6 @@ class Session:
     token: str
     claims: auth.Claims
     via: str  # "cookie" or "header"
-
-
-class LoginLimiter:
-    """At most ``LOGIN_FAILURES`` failed logins per address in a sliding window."""
-
-    def __init__(self, failures: int = LOGIN_FAILURES, window_s: float = LOGIN_WINDOW_S) -> None:
-        self.failures = failures
-        self.window_s = window_s
-        self._seen: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
-
-    def retry_after(self, client: str, now: float) -> float:
-        """Seconds until ``client`` may try again (0: now)."""
-        times = self._seen.get(client)
-        if not times:
-            return 0.0
-        while times and now - times[0] > self.window_s:
-            times.popleft()
-        if len(times) < self.failures:
-            return 0.0
-        return self.window_s - (now - times[0])
-
-    def failed(self, client: str, now: float) -> None:
-        times = self._seen.pop(client, None) or collections.deque(maxlen=self.failures)
-        times.append(now)
-        self._seen[client] = times
-        while len(self._seen) > LOGIN_TABLE:
-            self._seen.popitem(last=False)
-
-    def succeeded(self, client: str) -> None:
-        self._seen.pop(client, None)
 
 
 def _netloc(url_or_host: str, scheme: str) -> str:
@@ -119,7 +88,8 @@ class Access:
         self.secret_configured = secret is not None
         self.session_ttl_s = session_ttl_s
         self.viewer_ttl_s = viewer_ttl_s
-        self.limiter = LoginLimiter()
+        self.throttle = LoginThrottle()
+        self.revocations = auth.Revocations()
 
     @property
     def open(self) -> bool:
@@ -135,7 +105,9 @@ class Access:
         if token is None:
             return None
         try:
-            claims = auth.verify(self.secret, token, SESSION_ONLY, now=time.time())
+            claims = auth.verify(
+                self.secret, token, SESSION_ONLY, now=time.time(), revoked=self.revocations
+            )
         except auth.AuthError:
             return None
         return Session(token, claims, via)
@@ -149,7 +121,9 @@ class Access:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         try:
-            claims = auth.verify(self.secret, token, SESSION_ONLY, now=time.time())
+            claims = auth.verify(
+                self.secret, token, SESSION_ONLY, now=time.time(), revoked=self.revocations
+            )
         except auth.AuthError as e:
             raise HTTPException(
                 401, detail=f"unauthorized: {e}", headers={"WWW-Authenticate": "Bearer"}
@@ -172,6 +146,14 @@ class Access:
                 raise HTTPException(
                     403, detail=f"missing or wrong {auth.CSRF_HEADER} header (see /api/config)"
                 )
+
+    def logout(self, conn: HTTPConnection) -> bool:
+        """Revoke the session the request carries; whether there was a live one."""
+        session = self.session(conn)
+        if session is None:
+            return False
+        self.revocations.revoke(session.token, session.claims.expires, now=time.time())
+        return True
 
     def issue_session(self, now: float) -> str:
         return auth.issue(self.secret, "session", self.session_ttl_s, now=now, subject="operator")

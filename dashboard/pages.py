@@ -18,6 +18,7 @@ The static files hold no data, so they are served to anybody (the login page nee
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from importlib import resources
@@ -30,7 +31,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from flumph import auth
 
-from .access import Access, cross_site
+from .access import OPERATOR, Access, cross_site
 from .bodies import json_object, read_body
 
 STATIC = resources.files("flumph.dashboard") / "static"
@@ -117,13 +118,14 @@ def add_page_routes(app: FastAPI, access: Access, *, ingest_ws_url: str | None) 
             return JSONResponse({"detail": "no password is set: the dashboard is open"}, 409)
         client = request.client.host if request.client else "?"
         now = time.time()
-        wait_s = access.limiter.retry_after(client, now)
+        wait_s = access.throttle.retry_after(client, OPERATOR, now)
         if wait_s > 0:
-            detail = f"too many failed logins from {client}; try again in {wait_s:.0f} s"
+            retry = math.ceil(wait_s)
+            detail = f"too many failed logins; try again in {retry} s"
             if form:
                 return RedirectResponse("/login?failed=limit", status_code=303)
             return JSONResponse(
-                {"detail": detail}, status_code=429, headers={"Retry-After": f"{wait_s:.0f}"}
+                {"detail": detail}, status_code=429, headers={"Retry-After": str(retry)}
             )
         assert access.password is not None
         # A hashed password costs PBKDF2's iterations: off the event loop.
@@ -131,12 +133,12 @@ def add_page_routes(app: FastAPI, access: Access, *, ingest_ws_url: str | None) 
             auth.check_password, password, access.password
         )
         if not ok:
-            access.limiter.failed(client, now)
+            access.throttle.failed(client, OPERATOR, now)
             if form:
                 return RedirectResponse("/login?failed=1", status_code=303)
             detail = "wrong password" if password is not None else "give {'password': ...}"
             return JSONResponse({"detail": detail}, status_code=401)
-        access.limiter.succeeded(client)
+        access.throttle.succeeded(client, OPERATOR)
         token = access.issue_session(now)
         response: Response
         if form:
@@ -168,6 +170,7 @@ def add_page_routes(app: FastAPI, access: Access, *, ingest_ws_url: str | None) 
         form = request.headers.get("content-type", "").startswith(
             "application/x-www-form-urlencoded"
         )
+        access.logout(request)  # the token is worthless from now on, wherever it was copied
         response: Response = (
             RedirectResponse("/login", status_code=303) if form else JSONResponse({"ok": True})
         )

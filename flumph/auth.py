@@ -13,9 +13,12 @@ claims ``{"k": kind, "iat": unix s, "exp": unix s, "n": nonce[, "sub": subject]}
   another origin than the page; lets its holder watch, nothing else.
 
 Why HMAC tokens rather than server-side sessions: the ingest can verify them without sharing a
-session store with the dashboard, and a restart does not log anybody out. The price is that a
-token cannot be revoked before it expires: keep ``viewer`` tokens short, and change the secret to
-end every session.
+session store with the dashboard, and a restart does not log anybody out. The price is that
+revoking one before it expires needs a list: logging out puts the session token in
+:class:`Revocations` until it would have expired, and every check that is given that list
+refuses it. The dashboard keeps one, and ``flumph up`` hands the same one to its ingest; an
+ingest in another process does not see it (its viewers hold ``viewer`` tokens of two minutes;
+change the secret to end every session everywhere).
 
 CSRF: a POST authenticated by the cookie must carry ``X-Flumph-CSRF`` equal to
 :func:`csrf_token` of that session; a page on another site cannot read it (no CORS here) and so
@@ -109,8 +112,47 @@ def issue(
     return f"{body}.{_b64(_sign(secret, _SIGNING_CONTEXT, body))}"
 
 
-def verify(secret: str, token: str, kinds: Collection[TokenKind], *, now: float) -> Claims:
-    """The token's claims if it is genuine, unexpired and of an accepted kind; else AuthError."""
+class Revocations:
+    """Tokens ended before their expiry (logout), each kept until it would have expired.
+
+    Bounded: past ``limit`` the entries closest to their own expiry go first. Only a holder of a
+    valid session can add one (by logging out), so the bound is never reached by an outsider.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._until: dict[bytes, int] = {}
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+    def revoke(self, token: str, expires: int, *, now: float) -> None:
+        if expires <= now:
+            return
+        self._until[self._key(token)] = expires
+        if len(self._until) > self.limit:
+            self._until = {k: v for k, v in self._until.items() if v > now}
+            while len(self._until) > self.limit:
+                del self._until[min(self._until, key=self._until.__getitem__)]
+
+    def revoked(self, token: str) -> bool:
+        return self._key(token) in self._until
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
+def verify(
+    secret: str,
+    token: str,
+    kinds: Collection[TokenKind],
+    *,
+    now: float,
+    revoked: Revocations | None = None,
+) -> Claims:
+    """The token's claims if it is genuine, unexpired, of an accepted kind and not revoked;
+    else AuthError."""
     if not token:
         raise AuthError("no token")
     if len(token) > MAX_TOKEN_CHARS:
@@ -138,6 +180,8 @@ def verify(secret: str, token: str, kinds: Collection[TokenKind], *, now: float)
         raise AuthError(f"a {kind} token does not grant this (needs: {', '.join(kinds)})")
     if now >= expires:
         raise AuthError(f"token expired {int(now - expires)} s ago: log in again")
+    if revoked is not None and revoked.revoked(token):
+        raise AuthError("this session was logged out: log in again")
     return Claims(kind, issued, expires, subject if isinstance(subject, str) else None)
 
 

@@ -59,8 +59,9 @@ class TokenGate:
     :mod:`flumph.auth`): ``?token=``, the dashboard's ``flumph_session`` cookie or a Bearer
     header. ``/health`` and the preview page stay open; they show nothing of the streams."""
 
-    def __init__(self, secret: str | None) -> None:
+    def __init__(self, secret: str | None, revoked: auth.Revocations | None = None) -> None:
         self.secret = secret
+        self.revoked = revoked  # the dashboard's logouts, when it runs in this process
 
     def refusal(self, conn: HTTPConnection, kinds: Collection[auth.TokenKind]) -> str | None:
         """Why ``conn`` may not proceed, or None if it may."""
@@ -73,7 +74,7 @@ class TokenGate:
                 "(a viewer token from the dashboard's /api/viewer-token)"
             )
         try:
-            auth.verify(self.secret, token, kinds, now=time.time())
+            auth.verify(self.secret, token, kinds, now=time.time(), revoked=self.revoked)
         except auth.AuthError as e:
             return f"unauthorized: {e}"
         return None

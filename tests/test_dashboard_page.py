@@ -321,18 +321,23 @@ def test_h265_camera_offers_av1_and_tiles_start_idle_cameras(demo: Backend) -> N
 
 def test_a_device_error_shows_on_its_card(demo: Backend) -> None:
     """pending -> error: the device could not apply the wish and says why on ``reported``."""
-    r = httpx.post(f"{demo.dash}/api/devices/cam-broken/set", json={"fps": 10}, timeout=10)
-    assert r.status_code == 200, r.text
     port = demo.mqtt_url.rsplit(":", 1)[1]
-    for topic, doc in (
-        ("status", {"state": "online"}),
-        ("reported", {"applied_v": None, "error": "no encoder opens: libsvtav1 failed"}),
-    ):
+
+    def publish(topic: str, doc: dict[str, Any]) -> None:
         subprocess.run(
             ["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-V", "mqttv311", "-q", "1", "-r",
              "-t", f"flumph/cam-broken/{topic}", "-m", json.dumps(doc)],
             check=True, timeout=15,
         )  # fmt: skip
+
+    publish("status", {"state": "online"})  # a device exists once it has come online
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{demo.dash}/api/devices/cam-broken", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "cam-broken never appeared"
+        time.sleep(0.05)
+    r = httpx.post(f"{demo.dash}/api/devices/cam-broken/set", json={"fps": 10}, timeout=10)
+    assert r.status_code == 200, r.text
+    publish("reported", {"applied_v": None, "error": "no encoder opens: libsvtav1 failed"})
     with chromium() as browser:
         page = browser.new_page()
         page.goto(demo.dash + "/")

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     broker = EmbeddedBroker(broker_cfg)
     ingest = IngestService(ingest_cfg)
     dashboard = DashboardService(dash_cfg)
+    ingest.gate.revoked = dashboard.access.revocations  # a logout ends the session here too
     agent: asyncio.subprocess.Process | None = None
 
     @contextlib.asynccontextmanager
