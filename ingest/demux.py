@@ -8,7 +8,10 @@ callback that must be thread-safe.
 
 A Matroska publisher that changes codec or size mid-connection starts a new EBML header in a fresh
 SRT message; the feed ends the current segment there and the demuxer opens the next one, so the
-connection (and the stream id) survive a live settings change.
+connection (and the stream id) survive a live settings change. An MPEG-TS publisher that changes
+program (a new PMT version, or another video stream type or PID: H.264 then H.265) is cut the same
+way where the new PMT starts (:mod:`flumph.media.tsprogram`), the new segment led by the newest
+PAT so that FFmpeg finds the PMT.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import av.error
 
 from flumph.media.repackager import Fragment, InitSegment, Packet, Repackager
 from flumph.media.sniff import DECISIVE_BYTES, Container, locate_stream
+from flumph.media.tsprogram import ProgramWatcher
 
 log = logging.getLogger("flumph.ingest.demux")
 
@@ -62,6 +66,8 @@ class ByteFeed:
         # still queued behind it (a backlog) do not make it look younger.
         self._times: collections.deque[float] = collections.deque()
         self.read_in = 0.0
+        self._ts: ProgramWatcher | None = None  # set when the stream turns out to be MPEG-TS
+        self.program_changes = 0
 
     def feed(self, data: bytes) -> None:
         with self._cond:
@@ -73,12 +79,35 @@ class ByteFeed:
                 )
             if self._bytes_in and data.startswith(EBML_MAGIC):
                 self._chunks.append(_BOUNDARY)
-            self._chunks.append(data)
-            self._size += len(data)
-            self._bytes_in += len(data)
+            if not self._bytes_in and data[:1] == b"\x47":
+                self._ts = ProgramWatcher()
             self.last_in = time.monotonic()
-            self._times.append(self.last_in)
+            for piece in self._ts_pieces(data) if self._ts is not None else (data,):
+                self._chunks.append(piece)
+                if isinstance(piece, bytes):
+                    self._size += len(piece)
+                    self._times.append(self.last_in)
+            self._bytes_in += len(data)
             self._cond.notify()
+
+    def _ts_pieces(self, data: bytes) -> list[bytes | object]:
+        """``data`` cut where a new MPEG-TS program starts: a boundary, then the newest PAT (so
+        that FFmpeg finds the new PMT), then the rest."""
+        assert self._ts is not None
+        pieces: list[bytes | object] = []
+        start = 0
+        for cut in self._ts.feed(data):
+            if data[start:cut]:
+                pieces.append(data[start:cut])
+            pieces.append(_BOUNDARY)
+            if self._ts.last_pat is not None:
+                pieces.append(self._ts.last_pat)
+            self.program_changes += 1
+            log.info("MPEG-TS program change #%d: a new segment", self.program_changes)
+            start = cut
+        if data[start:]:
+            pieces.append(data[start:])
+        return pieces
 
     def close(self) -> None:
         with self._cond:
