@@ -46,7 +46,8 @@ class Broker:
 
     def settings(self, user: str | None = None, **kw: object) -> MqttSettings:
         password = self.users.get(user) if user else None
-        url = f"mqtt://127.0.0.1:{self.port_for(user)}"
+        port = self.port_for(user)
+        url = self.url if port == self.port else f"mqtt://127.0.0.1:{port}"
         return MqttSettings(url=url, username=user, password=password, **kw)
 
     def cli_auth(self, user: str | None) -> list[str]:
