@@ -125,9 +125,7 @@ class UsageTracker:
 
     def on_change(self, device_id: str) -> None:
         dev = self.fleet.devices.get(device_id)
-        if dev is None:
-            return
-        if dev.status is None:
+        if dev is None or dev.status is None:  # forgotten: the fleet dropped it (lifecycle)
             if device_id in self._known:
                 self.forget(device_id)
             return

@@ -42,6 +42,8 @@ def reported(state: str) -> str:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, Ingest]]:
     tmp = tmp_path_factory.mktemp("ingest-budget")
     broker = start_mosquitto(tmp, {BACKEND_USER: BACKEND_PASSWORD, **CAMS})
+    for cam in CAMS:  # the cameras have come online: known devices, which viewers may wait for
+        device_pub(broker, cam, "status", json.dumps({"state": "online"}))
     ing = start_ingest(
         tmp,
         env_extra={"FLUMPH_INGEST_MQTT_USERNAME": BACKEND_USER,
