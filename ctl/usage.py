@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from flumph.jsonlimits import JsonLimitError, loads
+
 KINDS = ("srt", "mqtt", "snapshot")
 MAX_RESPONSE = 16 * 1024 * 1024
 
@@ -142,9 +144,9 @@ class Dashboard:
         if len(raw) > MAX_RESPONSE:
             raise UsageError(f"{self.url}{path}: answer larger than {MAX_RESPONSE} bytes")
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise UsageError(f"{self.url}{path}: the answer is not JSON") from None
+            return loads(raw, f"{self.url}{path}", max_bytes=MAX_RESPONSE)
+        except JsonLimitError as e:
+            raise UsageError(f"the dashboard's answer: {e}") from None
 
     def get(self, path: str) -> Any:
         if self.password is not None and self._token is None:
@@ -154,7 +156,7 @@ class Dashboard:
 
 def _detail(e: urllib.error.HTTPError) -> str:
     try:
-        doc = json.loads(e.read(4096))
+        doc = loads(e.read(4096), "error answer", max_bytes=4096)
     except (ValueError, OSError):
         return str(e.reason)
     if e.code == 401:

@@ -16,7 +16,6 @@ goes through ``POST /api/devices/{id}/set`` like any other.
 
 from __future__ import annotations
 
-import json
 import re
 from importlib import resources
 from typing import Any
@@ -25,8 +24,11 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from flumph.control import ContractError
+from flumph.jsonlimits import JsonLimitError, loads
+from flumph.lifecycle import UnknownDevice
 
 from .access import Access
+from .bodies import read_body
 from .fleet import Fleet, Unavailable
 from .usage_tracker import UsageTracker
 
@@ -41,12 +43,10 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def _grant_args(body: bytes) -> dict[str, Any]:
     """``{"mb": N}`` and nothing else; ContractError names what is wrong."""
-    if len(body) > MAX_GRANT_BODY:
-        raise ContractError(f"grant: body of {len(body)} bytes exceeds {MAX_GRANT_BODY}")
     try:
-        doc = json.loads(body or b"null")
-    except ValueError:
-        raise ContractError('grant: the body must be JSON, e.g. {"mb": 50}') from None
+        doc = loads(body or b"null", "grant", max_bytes=MAX_GRANT_BODY, max_depth=2)
+    except JsonLimitError as e:
+        raise ContractError(f'{e} (the body must be JSON, e.g. {{"mb": 50}})') from None
     if not isinstance(doc, dict) or set(doc) != {"mb"}:
         raise ContractError('grant: the body must be {"mb": N} (megabytes, > 0)')
     return doc
@@ -81,8 +81,10 @@ def add_usage_routes(
         device_id: str, request: Request, wait: float | None = Query(default=None, ge=0, le=60)
     ) -> JSONResponse:
         try:
-            args = _grant_args(await request.body())
+            args = _grant_args(await read_body(request, MAX_GRANT_BODY))
             rec = await fleet.command(device_id, "grant", wait, args)
+        except UnknownDevice as e:
+            return _error(404, str(e))
         except ContractError as e:
             return _error(422, str(e))
         except Unavailable as e:

@@ -116,9 +116,11 @@ def usage_summary(dev: DeviceState, mark: Sample | None) -> dict[str, Any] | Non
     kinds = kinds_reading(dev, mark)
     b = latest_budget(dev)
     budget = effective_budget(b[0]) if b is not None else None
-    if budget is None and r.usage is not None:
-        budget = r.usage.budget_bytes
     usage = r.usage
+    if usage is None and (latest := latest_usage(dev)) is not None:
+        usage = latest[0]  # the freshest count was the stored mark: the report still has the rest
+    if budget is None and usage is not None:
+        budget = usage.budget_bytes
     return {
         "month": usage.month if usage is not None else None,
         "bytes_sent": usage.bytes_sent if usage is not None else None,

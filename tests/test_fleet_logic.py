@@ -280,6 +280,7 @@ def test_snapshots_are_bounded_per_device_and_for_the_fleet() -> None:
     fleet = Fleet(MqttSettings(), FleetOptions(snapshot_max_bytes=2000, snapshot_total_bytes=2500))
     still = b"\xff\xd8\xff" + bytes(997)
     for i, dev in enumerate(("cam1", "cam2", "cam3")):
+        fleet.handle(f"flumph/{dev}/status", b'{"state": "online"}', retain=True)  # known
         fleet.handle(f"flumph/{dev}/snapshot", still, retain=False)
         fleet.devices[dev].snapshot_at = float(i)  # distinct ages, oldest first
     assert [d.snapshot is not None for d in fleet.devices.values()] == [False, True, True]

@@ -92,6 +92,10 @@ def test_the_dashboard_api_answers_4xx_naming_the_problem(services: Services) ->
     assert r.status_code == 422 and "nested more than" in r.json()["detail"], r.text
     r = httpx.post(f"{d}/api/devices", content=bombed({"id": "cam-x"}), timeout=10)
     assert r.status_code == 400 and "nested more than" in r.json()["detail"], r.text
+    r = httpx.post(f"{d}/api/devices/{DEV}/grant", content="[" * 500 + "]" * 500, timeout=10)
+    assert r.status_code == 422 and "nested more than" in r.json()["detail"], r.text
+    r = httpx.post(f"{d}/api/devices/no-such-cam/grant", json={"mb": 5}, timeout=10)
+    assert r.status_code == 404, r.text
     r = httpx.post(f"{d}/api/login", content=bombed({"password": "x"}), timeout=10)
     assert r.status_code == 400 and "nested more than" in r.json()["detail"], r.text
     r = httpx.post(f"{d}/api/devices/{DEV}/set", content=b"{" + b" " * 200_000 + b"}", timeout=10)
