@@ -12,6 +12,7 @@ over that time.
 
     python -m bench.control_reconnect_storm                 # 1000 devices, embedded broker
     python -m bench.control_reconnect_storm --devices 300 --brokers embedded,mosquitto
+    python -m bench.control_reconnect_storm --passwords      # argon2 logins (embedded)
     python -m bench.control_reconnect_storm worker …        # (internal) one worker process
 """
 
@@ -41,14 +42,18 @@ KEEPALIVE_S = 60
 # --- worker process -----------------------------------------------------------------------------
 
 
-def worker(port: int, first: int, count: int, jitter: bool) -> None:
-    settings = MqttSettings(
-        url=f"mqtt://127.0.0.1:{port}",
-        reconnect_min_s=RECONNECT_MIN_S,
-        reconnect_max_s=RECONNECT_MAX_S,
-        reconnect_jitter=jitter,
-        keepalive_s=KEEPALIVE_S,
-    )
+def worker(port: int, first: int, count: int, jitter: bool, password: str | None) -> None:
+    def settings(i: int) -> MqttSettings:
+        return MqttSettings(
+            url=f"mqtt://127.0.0.1:{port}",
+            username=f"storm-{first + i:05d}" if password else None,
+            password=password,
+            reconnect_min_s=RECONNECT_MIN_S,
+            reconnect_max_s=RECONNECT_MAX_S,
+            reconnect_jitter=jitter,
+            keepalive_s=KEEPALIVE_S,
+        )
+
     lock = threading.Lock()
     connects: list[list[float]] = [[] for _ in range(count)]
     clients = []
@@ -62,7 +67,7 @@ def worker(port: int, first: int, count: int, jitter: bool) -> None:
         return callback
 
     for i in range(count):
-        c = make_client(settings, f"storm-{first + i:05d}")
+        c = make_client(settings(i), f"storm-{first + i:05d}")
         c.on_connect = on_connect(i)
         c.connect_async("127.0.0.1", port, keepalive=KEEPALIVE_S)
         c.loop_start()
@@ -90,6 +95,7 @@ class Broker:
     kind: str
     port: int
     workdir: Path
+    passwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
@@ -100,6 +106,8 @@ class Broker:
             argv = [sys.executable, "-m", "flumph", "broker", "--host", "127.0.0.1",
                     "--port", str(self.port), "--state-dir", str(self.workdir / "state"),
                     "--log-level", "warning"]  # fmt: skip
+            if self.passwd is not None:
+                argv += ["--passwd-file", str(self.passwd)]
         else:
             conf = self.workdir / "mosquitto.conf"
             lines = ["allow_anonymous true", f"listener {self.port} 127.0.0.1", "log_dest stderr",
@@ -131,12 +139,12 @@ class Broker:
 
 
 class Workers:
-    def __init__(self, port: int, devices: int, jitter: bool) -> None:
+    def __init__(self, port: int, devices: int, jitter: bool, password: str | None) -> None:
         self.procs = []
         for first in range(0, devices, PER_WORKER):
             n = min(PER_WORKER, devices - first)
-            argv = [sys.executable, "-m", "bench.control_reconnect_storm", "worker",
-                    str(port), str(first), str(n), "1" if jitter else "0"]  # fmt: skip
+            argv = [sys.executable, "-m", "bench.control_reconnect_storm", "worker", str(port),
+                    str(first), str(n), "1" if jitter else "0", password or ""]  # fmt: skip
             self.procs.append(
                 subprocess.Popen(
                     argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_DIR
@@ -202,12 +210,29 @@ def peaks(times: list[float]) -> tuple[int, int]:
     return densest(1.0), round(densest(0.1) * 10)
 
 
-def run_one(kind: str, devices: int, jitter: bool, down_s: float, out: Path) -> Row:
+def passwd_file(path: Path, devices: int) -> str:
+    """One device account per client (argon2, one hash shared: the broker verifies each login
+    all the same); returns the password."""
+    from flumph.broker.passwd import hash_password
+
+    password = "storm-password"
+    digest = hash_password(password)
+    path.write_text("".join(f"storm-{i:05d}:{digest}\n" for i in range(devices)))
+    return password
+
+
+def run_one(
+    kind: str, devices: int, jitter: bool, down_s: float, out: Path, passwords: bool
+) -> Row:
     workdir = out / f"{kind}-{'jitter' if jitter else 'fixed'}-{time.monotonic_ns()}"
     workdir.mkdir(parents=True)
     broker = Broker(kind, free_port(), workdir)
+    password = None
+    if passwords:
+        broker.passwd = workdir / "passwd"
+        password = passwd_file(broker.passwd, devices)
     broker.start()
-    workers = Workers(broker.port, devices, jitter)
+    workers = Workers(broker.port, devices, jitter, password)
     try:
         if not workers.wait_connected(1, devices, 300):
             raise RuntimeError("the devices did not all connect before the restart")
@@ -223,8 +248,9 @@ def run_one(kind: str, devices: int, jitter: bool, down_s: float, out: Path) -> 
         broker.stop()
     since = [t - up for t in times]
     peak_1s, peak_100ms = peaks(times)
+    name = kind + (" +argon2" if passwords else "")
     return Row(
-        kind, "jitter (flumph)" if jitter else "paho backoff (peer)", devices, len(times),
+        name, "jitter (flumph)" if jitter else "paho backoff (peer)", devices, len(times),
         peak_1s, peak_100ms, _round(percentile(since, 50)),
         _round(max(since)) if len(times) == devices else None, round(cpu, 2),
     )  # fmt: skip
@@ -237,19 +263,22 @@ def _round(v: float | None) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "worker":
-        worker(int(args[1]), int(args[2]), int(args[3]), args[4] == "1")
+        worker(int(args[1]), int(args[2]), int(args[3]), args[4] == "1", args[5] or None)
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--brokers", default="embedded", help="embedded,mosquitto")
     p.add_argument("--down", type=float, default=2.0, help="seconds the broker stays down")
+    p.add_argument(
+        "--passwords", action="store_true", help="embedded only: an argon2 account per device"
+    )
     p.add_argument("--json", type=Path, help="also write the rows here")
     ns = p.parse_args(args)
     out = work_dir("control_reconnect_storm")
     rows = []
     for kind in ns.brokers.split(","):
         for jitter in (False, True):
-            rows.append(run_one(kind, ns.devices, jitter, ns.down, out))
+            rows.append(run_one(kind, ns.devices, jitter, ns.down, out, ns.passwords))
             print(asdict(rows[-1]), flush=True)
     print()
     title = (

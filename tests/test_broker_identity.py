@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import (
-    BACKEND_PASSWORD,
     BACKEND_USER,
     OPS_PASSWORD,
     OPS_USER,
@@ -20,28 +19,15 @@ from tests.brokers import (
     Probe,
     start_embedded,
     start_mosquitto_deploy,
-    start_plain_amqtt,
 )
 from tests.mqttraw import RawClient
+from tests.test_broker_defects import STARTERS as DEFECT_STARTERS
+from tests.test_broker_defects import USERS, Starter, plain_xfail
 
-USERS = {
-    OPS_USER: OPS_PASSWORD,
-    BACKEND_USER: BACKEND_PASSWORD,
-    "cam1": "cam1-secret",
-    "cam2": "cam2-secret",
-}
 DESIRED = "flumph/cam1/desired"
 
-Starter = Callable[..., Broker]
-STARTERS: dict[str, Starter] = {
-    "plain": start_plain_amqtt,
-    "flumph": start_embedded,
-    "mosquitto": start_mosquitto_deploy,
-}
-
-
-def plain_xfail(reason: str) -> object:
-    return pytest.param("plain", marks=pytest.mark.xfail(strict=True, reason=reason))
+# As in test_broker_defects, but mosquitto as deploy/mosquitto/mosquitto.conf runs it.
+STARTERS: dict[str, Starter] = DEFECT_STARTERS | {"mosquitto": start_mosquitto_deploy}
 
 
 @pytest.fixture
