@@ -48,6 +48,7 @@ class SetWait:
         self.v: int | None = None  # the version our patch became
         self.applied_v: int | None = None
         self.offline = False
+        self.never_online = False  # added (flumph ctl add), not connected since
         self.device_error: str | None = None  # from the last reported since we subscribed
 
     def feed(self, kind: TopicKind, payload: bytes, retained: bool) -> Outcome | None:
@@ -66,7 +67,8 @@ class SetWait:
             if acc.client_token == self.client_token:
                 self.v = acc.v
         elif kind == "status" and payload:
-            self.offline = decode(Status, payload).state == "offline"
+            status = decode(Status, payload)
+            self.offline, self.never_online = status.state == "offline", status.provisioned
         elif kind == "reported" and payload:
             rep = decode(Reported, payload)
             self.applied_v = rep.applied_v
@@ -87,10 +89,15 @@ class SetWait:
         if self.device_error is not None and self._about(self.device_error, v):
             return Outcome(False, f"{self.device_id} did not apply v{v}: {self.device_error}")
         if self.offline:
+            where = (
+                "has not come online since it was added: it applies v{v} when it connects"
+                if self.never_online
+                else "is offline: it applies v{v} when it reconnects"
+            ).format(v=v)
             return Outcome(
                 False,
-                f"accepted as v{v}, but {self.device_id} is offline: it applies v{v} when it "
-                "reconnects (--no-wait does not wait for the device)",
+                f"accepted as v{v}, but {self.device_id} {where} "
+                "(--no-wait does not wait for the device)",
             )
         return None
 

@@ -23,7 +23,7 @@ from flumph.ctl.main import main as ctl_main
 from flumph.lifecycle import provisioned_status
 from tests.brokers import OPS_PASSWORD, OPS_USER, Broker, MosquittoSub, Probe, start_mosquitto
 from tests.conftest import free_port
-from tests.test_fleet_service import USERS, FakeDevice, start_dashboard
+from tests.test_fleet_service import USERS, FakeDevice, start_dashboard, wait_until
 
 T = Topics()
 DEVICES = [f"cam{i}" for i in range(1, 13)]
@@ -184,6 +184,7 @@ def test_set_waits_until_the_device_applied_it(
     dash = start_dashboard(tmp_path, broker)
     agent = start_agent(tmp_path, broker, "cam10")
     try:
+        wait_until(lambda: dash.device("cam10").get("presence") == "online", 30, "cam10 online")
         # The agent applies the patch: ctl says so once reported.applied_v reaches the version.
         r = ctl(broker, "--timeout", "30", "set", "cam10", "fps=12")
         assert r.returncode == 0, r.stderr
@@ -194,13 +195,14 @@ def test_set_waits_until_the_device_applied_it(
         r = ctl(broker, "set", "cam10", "always_on=true", "streaming=false")
         assert r.returncode == 1, r
         assert "cam10 refused the patch: patch: streaming: false contradicts" in r.stderr
-        # --no-wait: the backend's answer only.
+        # --no-wait: the backend's answer only (ghost-1 is added, never connects).
+        assert ctl(broker, "add", "ghost-1").returncode == 0
         r = ctl(broker, "stop", "ghost-1", "--no-wait")
         assert r.returncode == 0 and "accepted as v1 (not waiting for ghost-1)" in r.stdout, r
-        # A device that never reports: the timeout, with what is known.
-        r = ctl(broker, "--timeout", "2", "set", "ghost-1", "fps=5")
+        # A device added that never connects: said at once, not after the timeout.
+        r = ctl(broker, "--timeout", "30", "set", "ghost-1", "fps=5")
         assert r.returncode == 1
-        assert "accepted as v2, but ghost-1 never reported and did not apply v2" in r.stderr
+        assert "accepted as v2, but ghost-1 has not come online since it was added" in r.stderr
         # An offline device (its retained will): said at once, not after the timeout.
         gone = devices("cam11")
         gone.publish("status", b'{"state": "offline", "ts": 1}', retain=True)

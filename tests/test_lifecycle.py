@@ -89,10 +89,16 @@ def backend(
 def test_a_set_to_an_unknown_device_is_refused_everywhere_and_leaves_nothing(
     backend: Backend,
 ) -> None:
-    # Over MQTT, as mosquitto_pub sends it: no desired is retained, no device appears.
-    backend.pub(T.set("typo-cam"), '{"streaming": true}')
-    wait_until(lambda: "typo-cam: patch refused: unknown device" in backend.dash.log(), 10,
-               "refusal logged")  # fmt: skip
+    # Over MQTT, as mosquitto_pub sends it: answered on set/rejected, no desired is retained,
+    # no device appears.
+    answers = Probe(backend.broker, OPS_USER)
+    try:
+        assert answers.subscribe(T.set_rejected("typo-cam")) == [1]
+        backend.pub(T.set("typo-cam"), '{"streaming": true}')
+        rejected = json.loads(answers.wait_for(T.set_rejected("typo-cam"), 10).payload)
+    finally:
+        answers.close()
+    assert rejected["error"].startswith("unknown device 'typo-cam'"), rejected
     # The HTTP API: 404 with the reason.
     r = httpx.post(
         f"{backend.dash.url}/api/devices/typo-cam/set", json={"streaming": True}, timeout=10
@@ -147,7 +153,8 @@ def test_ctl_add_then_forget(backend: Backend) -> None:
     assert view["presence"] == "offline"
     assert ctl(backend.broker, "add", "cam20").stdout.strip() == "cam20 is already known"
     # It can be configured before it ever connects, and it connects and reports.
-    assert ctl(backend.broker, "set", "cam20", "fps=12").returncode == 0
+    done = ctl(backend.broker, "set", "cam20", "fps=12", "--no-wait")
+    assert done.returncode == 0, done.stderr
     wait_until(lambda: json.loads(backend.retained("cam20").get("desired", b"{}")).get("fps") == 12,
                10, "desired")  # fmt: skip
     dev = FakeDevice(backend.broker, "cam20")

@@ -53,7 +53,7 @@ def test_set_message_with_and_without_client_token() -> None:
         (b'{"fps": 12, "client_token": 7}', ("client_token",), "client_token must be a string"),
         (b'{"client_token": ""}', ("client_token",), "client_token"),
         (b"{fps: 12}", (), "not JSON"),
-        (b"[1, 2]", (), "expected a JSON object, got list"),
+        (b"[1, 2]", (), "expected a JSON object, got an array"),
         (b"\xff\xfe", (), "not UTF-8"),
     ],
 )

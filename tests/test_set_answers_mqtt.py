@@ -13,8 +13,13 @@ from typing import Any
 import pytest
 
 from flumph.control import Topics
+from flumph.lifecycle import provisioned_status
 from tests.brokers import OPS_USER, MosquittoSub
-from tests.test_fleet_service import Stack, stack  # noqa: F401  (module fixture: both brokers)
+from tests.test_fleet_service import (  # noqa: F401  (stack: module fixture, both brokers)
+    Stack,
+    stack,
+    wait_until,
+)
 
 T = Topics()
 
@@ -43,11 +48,18 @@ BAD_PATCHES = [
 ]
 
 
+def add(stack: Stack, device_id: str) -> None:  # noqa: F811
+    """What `flumph ctl add` does: a set to an unknown device is refused (tests/test_lifecycle)."""
+    stack.pub(T.status(device_id), provisioned_status(), retain=True)
+    wait_until(lambda: stack.dash.device(device_id), 10, f"{device_id} added")
+
+
 def test_every_set_is_answered_with_qos1_never_retained(
     stack: Stack,  # noqa: F811
     ops_sub: Sub,
 ) -> None:
     dev = f"ans-{uuid.uuid4().hex[:6]}"
+    add(stack, dev)
     stack.pub(T.set(dev), '{"fps": 10, "client_token": "first"}')
     [(header, acc)] = ops_sub.wait(T.set_accepted(dev))
     assert "q1, r0" in header, header  # QoS 1, not retained
@@ -76,6 +88,7 @@ def test_every_set_is_answered_with_qos1_never_retained(
 
 def test_http_patches_are_answered_on_mqtt_too(stack: Stack, ops_sub: Sub) -> None:  # noqa: F811
     dev = f"api-{uuid.uuid4().hex[:6]}"
+    add(stack, dev)
     r = stack.post(f"/api/devices/{dev}/set", {"width": 1280, "client_token": "web"})
     assert r.status_code == 200, r.text
     acc = ops_sub.wait(T.set_accepted(dev))[0][1]
