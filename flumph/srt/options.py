@@ -196,6 +196,16 @@ class SrtStats:
     # Retransmitted packets this receiver got. libsrt keeps it only per interval (pktRcvRetrans,
     # since the last stats(clear=True)): a total as long as nobody clears.
     packets_retransmitted_received: int = 0
+    # The sender's buffer now (not totals): data handed to libsrt and not yet acknowledged. On a
+    # link that cannot carry the stream it grows first, before anything is lost: what a rate
+    # adapter watches (belacoder and SRT's own examples do the same).
+    send_buffer_ms: int = 0  # time span of the unacknowledged data
+    send_buffer_bytes: int = 0
+    send_buffer_packets: int = 0
+    flight_packets: int = 0  # sent and not yet acknowledged, in the network
+    bandwidth_mbps: float = 0.0  # libsrt's packet-pair estimate of the link (noisy)
+    bytes_sent_unique: int = 0  # payload bytes sent once (retransmissions not counted)
+    bytes_dropped_sent: int = 0  # payload the sender dropped as too late
 
     @classmethod
     def from_bstats(cls, perf: _BStats) -> SrtStats:
@@ -232,4 +242,15 @@ class SrtStats:
             naks_sent=perf.pktSentNAKTotal,
             naks_received=perf.pktRecvNAKTotal,
             packets_retransmitted_received=perf.pktRcvRetrans,
+            send_buffer_ms=perf.msSndBuf,
+            send_buffer_bytes=perf.byteSndBuf,
+            send_buffer_packets=perf.pktSndBuf,
+            flight_packets=perf.pktFlightSize,
+            bandwidth_mbps=perf.mbpsBandwidth,
+            bytes_sent_unique=max(
+                0, perf.byteSentUniqueTotal - DATA_HEADER_BYTES * perf.pktSentUniqueTotal
+            ),
+            bytes_dropped_sent=max(
+                0, perf.byteSndDropTotal - DATA_HEADER_BYTES * perf.pktSndDropTotal
+            ),
         )

@@ -1,0 +1,279 @@
+"""How much the uplink carries, from SRT's own statistics: samples in, a ceiling out.
+
+Pure (STYLE.md #13), after belacoder's balancers: fed one sample per statistics poll (0.25 s),
+it answers with a ceiling for the encoder's rate, or None when the link is not the limit.
+
+Live-mode SRT sends at the encoder's pace, so a link that cannot carry the stream shows up first
+as queueing in front of it, seen by the sender as a growing send buffer and RTT, then as packets
+the sender drops as too late and losses.
+
+- **Queueing delay** = ``send-buffer span - base RTT`` (the span: how old the oldest
+  unacknowledged packet is; base: the lowest RTT of the last ``BASE_RTT_WINDOW_S``). Not the RTT
+  itself: the ACKACK that measures it queues behind the data, so while a queue drains the RTT
+  reports the queue as it was (measured: 0.57 -> 1.7 s over a 2 s pause in which the send buffer
+  went 0.64 -> 0.44 s and nothing was sent). Every quarter second counts: 500 kbit/s into a
+  150 kbit/s link queues 0.58 s of video per 0.25 s, and the sender drops what is still
+  unacknowledged after 0.5-1 s (measured with 120 ms latency). Congestion is: over
+  ``DELAY_SEVERE_MS``; or over ``DELAY_HIGH_MS`` and grown by at least ``GROWTH_MS`` on each of
+  ``GROWING_POLLS`` polls; or over ``DELAY_HIGH_MS`` for ``CONGESTED_AFTER`` polls without
+  shrinking. A keyframe's burst queues for a moment on any
+  link near its capacity and then shrinks, which none of these mistake for a full link.
+- **Too-late drops** and **loss** over ``LOSS_SEVERE_PCT``: congestion at once. Loss below that
+  without queueing is SRT's to repair, not a reason to lower the picture.
+
+An episode of congestion starts with one cut of the rate being sent: to ``SEVERE_DECREASE`` x
+when the queue is long, grows fast or the sender dropped packets, else to ``DECREASE_FACTOR`` x.
+With a long queue the loop also sends nothing for a moment (``pause``, at most ``MAX_PAUSE_S``):
+every frame sent would wait behind the queue and past the sender's drop limit be lost, so sending
+nothing drains it fastest, and the next frame out is a keyframe at the new rate. Once the rate
+sent is down at the ceiling, ``DRAIN_GRACE_S`` later, a delay that still grows cuts again by
+``DECREASE_FACTOR``; drops and delay while the queue shrinks are its tail, not new evidence.
+(Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s link.)
+
+The capacity itself is not read from the sender's statistics, deliberately: measured through
+bench/linkproxy.py at 150 kbit/s, "acknowledged" bytes (sent - send buffer - dropped) came out at
+-220..+400 kbit/s, a capacity from the send buffer's ageing at 214-326, from its draining during a
+pause at 30, and libsrt's packet-pair bandwidth at 7-12 Mbit/s. Fractions of the rate sent, checked
+against the queue, converge in two or three cuts instead.
+
+The episode ends after ``HOLD_S`` of low delay; the ceiling then climbs by ``INCREASE_STEP`` every
+``INCREASE_INTERVAL_S``, by ``NEAR_STEP`` around the rate that congested, and is lifted at the
+setting.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+# --- named thresholds ---------------------------------------------------------------------------
+BASE_RTT_WINDOW_S = 30.0
+DELAY_HIGH_MS = 100.0
+DELAY_SEVERE_MS = 400.0  # queueing that acts at once
+DELAY_CLEAR_MS = 60.0  # queueing under which the link has room again
+GROWTH_MS = 50.0  # per poll
+FAST_GROWTH_MS = 60.0  # per poll: the link carries well under the rate (severe)
+GROWING_POLLS = 2
+CONGESTED_AFTER = 4  # polls (1 s)
+PAUSE_ABOVE_MS = 300.0  # congested with this much queued: send nothing until it drains...
+MAX_PAUSE_S = 2.0  # ...for at most this long
+SENDING_SLACK = 1.15  # the rate sent counts as down at the ceiling within this
+RTT_TREND_POLLS = 4  # (1 s)
+RTT_RISE_MS = 100.0
+LOSS_SEVERE_PCT = 25.0
+SEVERE_DECREASE = 0.5  # ceiling vs the rate sent: long or fast-growing queue, drops
+DECREASE_FACTOR = 0.75  # ceiling vs the rate sent: a mild episode, and each further cut
+DRAIN_GRACE_S = 1.0  # after a cut (or a pause), the queue gets this long before a second cut
+HOLD_S = 2.0  # low delay this long ends the episode
+INCREASE_INTERVAL_S = 1.0
+INCREASE_STEP = 0.15  # x(1 + step) per interval
+NEAR_STEP = 0.04  # within NEAR of the capacity that congested last
+NEAR = (0.85, 1.05)
+MIN_CEILING_KBPS = 24
+RECOVER_AT = 0.98  # a ceiling this close to the setting is lifted
+
+
+@dataclass(frozen=True)
+class LinkSample:
+    """One statistics poll of the current SRT connection (cumulative counters)."""
+
+    at: float  # time.monotonic() of the poll
+    rtt_ms: float
+    send_buffer_ms: float
+    send_buffer_bytes: int
+    bytes_sent: int  # payload sent once (retransmissions not counted)
+    packets_sent: int
+    packets_lost: int  # reported lost by the receiver (NAKs)
+    packets_dropped: int  # dropped by the sender as too late
+
+
+@dataclass(frozen=True)
+class LinkVerdict:
+    ceiling_kbps: int | None  # None: the link is not what limits the rate
+    reason: str  # why the ceiling is where it is (for telemetry)
+    congested: bool
+    pause: bool = False  # send nothing now: the queue in front of the link must drain first
+
+
+class LinkEstimator:
+    def __init__(self, setting_kbps: int) -> None:
+        self.setting_kbps = setting_kbps
+        self.ceiling_kbps: int | None = None
+        self.reason = "link has room"
+        self.congestions = 0  # episodes
+        self._samples: deque[tuple[LinkSample, float]] = deque(maxlen=64)  # (sample, delay ms)
+        self._rtts: deque[tuple[float, float]] = deque(maxlen=512)
+        self._high_polls = 0
+        self._episode = False
+        self._cut: tuple[float, float] | None = None  # (when, delay then)
+        self._clear_since: float | None = None
+        self._last_increase = 0.0
+        self._capacity_kbps: float | None = None  # what congested last
+        self._pause_since: float | None = None
+        self._pause_left = 0.0  # of MAX_PAUSE_S, in this episode
+        self.pauses = 0
+
+    def reset(self) -> None:
+        """A new connection: its counters restart and its path may differ."""
+        self._samples.clear()
+        self._rtts.clear()
+        self._high_polls = 0
+
+    def set_setting(self, kbps: int) -> None:
+        self.setting_kbps = kbps
+        if self.ceiling_kbps is not None and self.ceiling_kbps >= kbps:
+            self._lift()
+
+    @property
+    def in_episode(self) -> bool:
+        """Congested, or its queue not yet drained: no time for a new encoder's keyframe."""
+        return self._episode
+
+    def base_rtt(self) -> float | None:
+        return min((r for _, r in self._rtts), default=None)
+
+    def update(self, sample: LinkSample, sending_kbps: float) -> LinkVerdict:
+        """One poll. ``sending_kbps``: what the encoder sent over the last seconds."""
+        previous = self._samples[-1][0] if self._samples else None
+        if previous is not None and (
+            sample.bytes_sent < previous.bytes_sent or sample.at <= previous.at
+        ):
+            self.reset()  # counters restarted: a new connection
+            previous = None
+        if sample.rtt_ms > 0:
+            self._rtts.append((sample.at, sample.rtt_ms))
+        while self._rtts and sample.at - self._rtts[0][0] > BASE_RTT_WINDOW_S:
+            self._rtts.popleft()
+        base = self.base_rtt() or sample.rtt_ms
+        delay = max(0.0, sample.send_buffer_ms - base)
+        self._samples.append((sample, delay))
+        if previous is None:
+            return self._verdict(False)
+        sent = sample.packets_sent - previous.packets_sent
+        loss_pct = 100 * (sample.packets_lost - previous.packets_lost) / sent if sent > 0 else 0.0
+        dropped = sample.packets_dropped - previous.packets_dropped
+        self._high_polls = self._high_polls + 1 if delay > DELAY_HIGH_MS else 0
+        why = None
+        if dropped > 0:
+            why = f"{dropped} packets dropped as too late"
+        elif delay > DELAY_SEVERE_MS:
+            why = f"queueing {delay:.0f} ms"
+        elif delay > DELAY_HIGH_MS and self._growing(GROWTH_MS):
+            fast = "fast" if self._growing(FAST_GROWTH_MS) else ""
+            why = f"queueing {delay:.0f} ms and growing {fast}".rstrip()
+        elif self._high_polls >= CONGESTED_AFTER and not self._draining():
+            why = f"queueing {delay:.0f} ms for {self._high_polls} polls"
+        elif loss_pct > LOSS_SEVERE_PCT:
+            why = f"loss {loss_pct:.0f} %"
+        if why is not None:
+            self._clear_since = None
+            if not self._episode:
+                self._start_episode(sample.at, delay, sending_kbps, why)
+            elif self._pause_since is None and self._cut_again_now(sample.at, sending_kbps):
+                self._cut_again(sample.at, delay, why)
+        # The pause waits for the sender's own queue only: the RTT, which would show the
+        # network's, is not measured while nothing is sent (it stayed at 2 s for 5 s of pause).
+        pause = self._pause(sample.at, delay)
+        if why is not None:
+            return self._verdict(True, pause)
+        if delay < DELAY_CLEAR_MS:
+            self._clear_since = self._clear_since if self._clear_since is not None else sample.at
+            if self._episode and sample.at - self._clear_since >= HOLD_S:
+                self._episode = False
+                self._last_increase = sample.at
+            if not self._episode:
+                self._maybe_increase(sample.at)
+        else:
+            self._clear_since = None
+        return self._verdict(False, pause)
+
+    def _pause(self, now: float, delay: float) -> bool:
+        """Whether to hold frames back: in an episode with a long queue in front of the link,
+        every frame sent waits behind it (and past the sender's drop limit, 0.5-1 s measured, is
+        lost), so sending nothing drains it fastest; the next frame out is a keyframe at the new
+        rate. At most ``MAX_PAUSE_S`` per episode."""
+        if self._episode and self._pause_left > 0 and delay > PAUSE_ABOVE_MS:
+            if self._pause_since is None:
+                self._pause_since = now
+                self.pauses += 1
+            if now - self._pause_since < self._pause_left:
+                return True
+        if self._pause_since is not None:
+            self._pause_left -= now - self._pause_since
+            self._pause_since = None
+            self._cut = (now, delay)  # the grace for a second cut starts now
+        return False
+
+    def _growing(self, per_poll_ms: float) -> bool:
+        recent = [d for _, d in list(self._samples)[-(GROWING_POLLS + 1) :]]
+        return len(recent) == GROWING_POLLS + 1 and all(
+            b - a >= per_poll_ms for a, b in itertools.pairwise(recent)
+        )
+
+    def _draining(self) -> bool:
+        """The delay fell over the last polls: a burst (a keyframe) leaving, not a full link."""
+        recent = [d for _, d in list(self._samples)[-CONGESTED_AFTER:]]
+        return len(recent) == CONGESTED_AFTER and recent[-1] < recent[0]
+
+    def _start_episode(self, now: float, delay: float, sending_kbps: float, why: str) -> None:
+        self._episode = True
+        self.congestions += 1
+        before = float(min(self.ceiling_kbps or self.setting_kbps, max(sending_kbps, 1.0)))
+        self._capacity_kbps = before
+        self._cut_to(before, why, delay)
+        self._cut = (now, delay)
+        self._pause_left = MAX_PAUSE_S
+
+    def _cut_to(self, before: float, why: str, delay: float) -> None:
+        mild = delay <= DELAY_SEVERE_MS and why.startswith("queueing") and "fast" not in why
+        factor = DECREASE_FACTOR if mild else SEVERE_DECREASE
+        self._set_ceiling(before * factor, f"link: {why}, cut from {before:.0f} kbit/s")
+
+    def _cut_again_now(self, now: float, sending_kbps: float) -> bool:
+        """Still congested ``DRAIN_GRACE_S`` after a cut or a pause, and the network's queue still
+        grows: the RTT rose by ``RTT_RISE_MS`` over the last second. Not the send buffer: the
+        sender's drops hold it at ~0.9 s whatever the queue does, and drops alone are the old
+        queue's tail (cutting on them went 500 -> 33 kbit/s on a 150 kbit/s link). While the
+        encoder is still above the ceiling (a new encoder runs high for its first seconds), wait
+        twice as long."""
+        if self._cut is None:
+            return True
+        at, _ = self._cut
+        came_down = sending_kbps <= (self.ceiling_kbps or self.setting_kbps) * SENDING_SLACK
+        if now - at < (DRAIN_GRACE_S if came_down else 2 * DRAIN_GRACE_S):
+            return False
+        recent = [s for s, _ in list(self._samples)[-(RTT_TREND_POLLS + 1) :]]
+        return recent[-1].rtt_ms - recent[0].rtt_ms > RTT_RISE_MS
+
+    def _cut_again(self, now: float, delay: float, why: str) -> None:
+        current = float(self.ceiling_kbps or self.setting_kbps)
+        self._capacity_kbps = current
+        factor = SEVERE_DECREASE if self._growing(FAST_GROWTH_MS) else DECREASE_FACTOR
+        self._set_ceiling(current * factor, f"link: {why}, still after a cut")
+        self._cut = (now, delay)
+
+    def _set_ceiling(self, kbps: float, reason: str) -> None:
+        self.ceiling_kbps = min(self.setting_kbps, max(MIN_CEILING_KBPS, round(kbps)))
+        self.reason = reason
+
+    def _lift(self) -> None:
+        self.ceiling_kbps = None
+        self.reason = "link has room"
+
+    def _maybe_increase(self, now: float) -> None:
+        if self.ceiling_kbps is None or now - self._last_increase < INCREASE_INTERVAL_S:
+            return
+        self._last_increase = now
+        step = INCREASE_STEP
+        cap = self._capacity_kbps
+        if cap is not None and NEAR[0] * cap <= self.ceiling_kbps <= NEAR[1] * cap:
+            step = NEAR_STEP
+        ceiling = self.ceiling_kbps * (1 + step)
+        if ceiling >= self.setting_kbps * RECOVER_AT:
+            self._lift()
+            return
+        self._set_ceiling(ceiling, f"link: climbing back after congestion ({ceiling:.0f} kbit/s)")
+
+    def _verdict(self, congested: bool, pause: bool = False) -> LinkVerdict:
+        return LinkVerdict(self.ceiling_kbps, self.reason, congested, pause)
