@@ -210,7 +210,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             parts.append(f"{key}: unknown key")
         elif e["type"] == "missing":
             # Its input is the whole enclosing table, secrets and all: never shown.
-            parts.append(f"{key}: required")
+            parts.append(f"{key}: {e['msg']}")
         elif any(is_secret_key(str(x)) for x in e["loc"]):
             parts.append(f"{key}: {e['msg']} (value not shown: it is a secret)")
         else:

@@ -177,6 +177,6 @@ def test_bad_mqtt_values_are_refused_by_their_key_without_echoing_secrets(tmp_pa
     # The ingest's table turns on-demand on, so it must name its broker; the error is the key's
     # alone (the input of a missing key is the whole table, password and all).
     path = toml(tmp_path, "[ingest.mqtt]\npassword = 'hunter2-secret'\n")
-    with pytest.raises(ConfigError, match=r"mqtt\.url: required") as e:
+    with pytest.raises(ConfigError, match=r"mqtt\.url: Field required") as e:
         ingest.load(ingest.parse_args(["--config", path]), environ={})
     assert "hunter2" not in str(e.value)
