@@ -110,6 +110,8 @@ def device_view(
         # What the device runs now (its reported settings), for the page's settings form.
         "settings": settings,
         "srt": live.srt.model_dump() if live is not None and live.srt is not None else None,
+        "rate": live.rate.model_dump() if live is not None and live.rate is not None else None,
+        "ladder": rep.ladder.model_dump() if rep is not None and rep.ladder is not None else None,
         # From the birth, reported and telemetry, whichever is newest (see .usage_view).
         "usage": usage_summary(dev, marks(dev.device_id) if marks is not None else None),
         "budget": budget_summary(dev),

@@ -73,8 +73,10 @@ from flumph.control import (
     Ack,
     ContractError,
     Grant,
+    Ladder,
     LinkStats,
     Message,
+    Rate,
     Reported,
     SourceReport,
     Status,
@@ -173,6 +175,7 @@ class AgentControl:
         self.stale_ignored = 0  # desired documents not newer than the applied one
         self._reported = b""
         self._reported_streaming = False
+        self._reported_ladder: object = None
         self._reported_lock = threading.Lock()
         self._cond = threading.Condition()
         self._desired: bytes | None = None
@@ -508,6 +511,8 @@ class AgentControl:
         p = self.pipeline
         source = p.copy.report(time.monotonic()) if p.copy is not None else None
         self._source_measured = source is None or _measured(source)
+        ladder = p.status().get("ladder")
+        self._reported_ladder = ladder
         reported = Reported(
             applied_v=self.applied_v,
             settings=p.settings.model_dump(),
@@ -519,6 +524,7 @@ class AgentControl:
             notice=p.notice,
             error=self.error,
             budget=self.budget.view(),
+            ladder=Ladder.model_validate(ladder) if ladder else None,
         ).payload()
         with self._reported_lock:
             self._reported = reported
@@ -596,8 +602,11 @@ class AgentControl:
         width, height = settings.width, settings.height
         if "source" in s:  # forwarding: the size is the source's
             width, height = s["source"]["width"], s["source"]["height"]
+        if s.get("ladder") != self._reported_ladder:
+            self._report(error=self.error)  # the ladder is retained state: on reported
         return Telemetry(
             streaming=True,
+            rate=Rate.model_validate(s["rate"]) if s.get("rate") else None,
             fps=fps,
             bitrate_kbps=s["bitrate_kbps"],
             encoder=s["encoder"],

@@ -12,8 +12,8 @@ Low-delay settings, all giving one packet out per frame in (measured): SVT-AV1 p
 low delay refuses VBR), no scene-change keyframes (``rtc=1`` measured no faster here and overshot
 more at 100 kbit/s); x265 ultrafast + zerolatency, no B-frames, no scene-cut keyframes, parameter
 sets only in extradata (they go to the Matroska hvcC) and no SEI banner (it made the extradata
-2.4 KB); x264 veryfast + zerolatency. SVT-AV1 4.1's CBR has a floor at low bits per pixel:
-100 kbit/s at 360p30 came out at ~150, 250 kbit/s at 720p30 at ~315 (250 kbit/s 360p15: 252).
+2.4 KB); x264 veryfast + zerolatency. Rate accuracy: see ``_options`` and ratecontrol.py (what
+looked like an SVT-AV1 floor, 1.41x at 100 kbit/s 360p30, was its keyframes every 4 s).
 Keyframes come every ``keyint_s`` and when asked for (a reconnect or a new viewer stream).
 """
 
@@ -80,10 +80,17 @@ def _options(name: str, s: StreamSettings) -> dict[str, str]:
     if name == "libsvtav1":
         params = f"pred-struct=1:rc=2:tbr={kbps}:keyint={keyint}:scd=0"
         return {"preset": str(SVT_PRESET), "svtav1-params": params}
+    # x264/x265: a VBV of half a second (rather than 1 s) held every 10 s window of the synthetic
+    # camera within 0.94-1.00 of the target (was 0.85-1.06) and caps a keyframe at about half a
+    # second of the rate, which a constrained link can carry within SRT's latency; x265's own ABR
+    # drifts with the picture's complexity (0.84-0.99) unless strict-cbr holds it (0.97-1.01).
+    # SVT-AV1's CBR needed nothing (0.96-1.02); its keyframes (1-1.5 s of the rate) are what the
+    # rate controller's gate pays back (see ratecontrol.py).
+    vbv = max(1, kbps // 2)
     if name == "libx265":
         params = (
             f"log-level=error:bframes=0:repeat-headers=0:info=0:scenecut=0:keyint={keyint}:min-keyint={keyint}"
-            f":vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+            f":vbv-maxrate={kbps}:vbv-bufsize={vbv}:strict-cbr=1"
         )
         return {
             "preset": "ultrafast",
@@ -92,7 +99,7 @@ def _options(name: str, s: StreamSettings) -> dict[str, str]:
             "x265-params": params,
         }
     if name == "libx264":
-        params = f"scenecut=0:vbv-maxrate={kbps}:vbv-bufsize={kbps}"
+        params = f"scenecut=0:vbv-maxrate={kbps}:vbv-bufsize={vbv}"
         return {
             "preset": "veryfast",
             "tune": "zerolatency",

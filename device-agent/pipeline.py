@@ -29,6 +29,7 @@ from flumph.agent.copydecision import SourceInfo
 from flumph.agent.copymode import CopyMode
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
 from flumph.agent.passthrough import CopyWorker
+from flumph.agent.rateloop import RateLimits, RateLoop
 from flumph.agent.sources import FrameSource, SourceError, open_source
 from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
 from flumph.agent.usage import UsageStore
@@ -38,7 +39,7 @@ from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.pipeline")
 
-ENCODER_KEYS = ("codec", "bitrate_kbps", "width", "height", "fps", "keyint_s")
+ENCODER_KEYS = ("codec", "bitrate_kbps", "width", "height", "fps", "keyint_s", "adapt_to_link")
 _LATENCY_SAMPLES = 2000
 _RATE_WINDOW_S = 10.0
 # A rate over less than this says nothing: right after a start, one keyframe over a few
@@ -51,6 +52,8 @@ class PipelineStats:
     frames_encoded: int = 0
     frames_sent: int = 0
     frames_dropped_offline: int = 0  # captured while SRT was down (not encoded)
+    frames_skipped_rate: int = 0  # held back by the rate controller's gate (not encoded)
+    encoder_reopens: int = 0  # by the rate loop (target, trim or ladder)
     documents: int = 0  # Matroska headers sent (connections + encoder changes)
     packet_bytes: int = 0  # encoder output
     written_bytes: int = 0  # Matroska bytes, headers included
@@ -135,6 +138,10 @@ class Pipeline(CopyMode):
         self._keyframe_requested = threading.Event()
         self._swap_lock = threading.Lock()
         self.latest_capture: CapturedFrame | None = None  # for snapshots while streaming
+        # Caps on the encoder's rate from elsewhere in the agent (the budget pacer); the rate loop
+        # of each streaming session reads them.
+        self.rate_limits = RateLimits()
+        self.rate: RateLoop | None = None
 
     # --- control ------------------------------------------------------------------------------
 
@@ -191,18 +198,21 @@ class Pipeline(CopyMode):
                 self.settings, self._host, self._port = settings, host, port
                 self.budget_blocked = None
                 return
+            assert self._capture is not None and self.publisher is not None
             if any(getattr(old, k) != getattr(settings, k) for k in ENCODER_KEYS):
-                choice = self.selector.open(self._capped(settings))  # raises before any change
-                self._encoder_kbps = choice.encoder.settings.bitrate_kbps
+                self._set_pacing_limit(settings)
+                planned = self.rate.plan(settings) if self.rate is not None else settings
+                choice = self.selector.open(planned)  # raises before anything changed
+                self._encoder_kbps = self.budget.encoder_kbps(settings)
                 self._remember_choice(choice)
+                if self.rate is not None:
+                    self.rate.update_settings(settings, time.monotonic())
                 with self._swap_lock:
                     stale, self._pending_encoder = self._pending_encoder, choice.encoder
                 if stale is not None:
                     stale.close()
+                self._capture.set_format(planned.width, planned.height, planned.fps)
             self.settings, self._host, self._port = settings, host, port
-            assert self._capture is not None and self.publisher is not None
-            if (old.width, old.height, old.fps) != (settings.width, settings.height, settings.fps):
-                self._capture.set_format(settings.width, settings.height, settings.fps)
             self.publisher.set_frames_per_burst(settings.frames_per_burst)
             self.publisher.set_destination(self._destination())
 
@@ -273,12 +283,10 @@ class Pipeline(CopyMode):
             backoff_cap_s=self._backoff[1],
         )
 
-    def _capped(self, settings: StreamSettings) -> StreamSettings:
-        """The settings the encoder opens with: the bitrate held to the pacing cap."""
+    def _set_pacing_limit(self, settings: StreamSettings) -> None:
+        """The budget's pacing cap as one of the rate loop's limits (None: not capped)."""
         kbps = self.budget.encoder_kbps(settings)
-        if kbps == settings.bitrate_kbps:
-            return settings
-        return settings.model_copy(update={"bitrate_kbps": kbps})
+        self.rate_limits.set("budget pacing", kbps if kbps < settings.bitrate_kbps else None)
 
     def _start_streaming(self) -> None:
         if self._running:
@@ -302,18 +310,28 @@ class Pipeline(CopyMode):
         self.mode_reason, self.source_info = chosen.reason, chosen.info or self.source_info
         if chosen.source is not None:
             self._encoder_kbps = None  # no encoder: nothing for pacing to move
+            self.rate = None  # a copied stream: no encoder for the rate loop to steer
             self._start_forwarding(chosen.source)
             return
-        choice = self.selector.open(self._capped(self.settings))
-        self._encoder_kbps = choice.encoder.settings.bitrate_kbps
+        # The rate loop: the setting, the uplink and the budget's pacing cap, held by the gate
+        # and the encoder's setpoint (rateloop.py).
+        self._set_pacing_limit(self.settings)
+        rate = RateLoop(self.settings, self.rate_limits, time.monotonic())
+        first = rate.encoder_settings()
+        choice = self.selector.open(first)
+        self._encoder_kbps = self.budget.encoder_kbps(self.settings)
         self._remember_choice(choice)
+        self.rate = rate
+        rate.opened(choice.encoder.name, choice.encoder.settings, time.monotonic())
         try:
             source = self._open_source()
         except BaseException:
             choice.encoder.close()
             raise
         self._slot = LatestSlot()
-        self._capture = Capture(source, self.settings.fps, self._slot)
+        self._capture = Capture(source, first.fps, self._slot)
+        if (first.width, first.height) != (self.settings.width, self.settings.height):
+            self._capture.set_format(first.width, first.height, first.fps)
         self.publisher = self._new_publisher()
         self._stop_encode.clear()
         self._encode_thread = threading.Thread(
@@ -383,17 +401,15 @@ class Pipeline(CopyMode):
             return self._running
 
     def budget_retarget(self, kbps: int) -> None:
-        """Move the running encoder to ``kbps`` (the pacing cap, or back to the setting)."""
+        """Hold the encoder to ``kbps`` (the pacing cap, or back to the setting): a limit of the
+        rate loop, which reopens the encoder or gates frames as it does for the uplink."""
         with self._apply_lock:
             if not self._running:
                 return
-            choice = self.selector.open(self.settings.model_copy(update={"bitrate_kbps": kbps}))
+            self.rate_limits.set(
+                "budget pacing", kbps if kbps < self.settings.bitrate_kbps else None
+            )
             self._encoder_kbps = kbps
-            self._remember_choice(choice)
-            with self._swap_lock:
-                stale, self._pending_encoder = self._pending_encoder, choice.encoder
-            if stale is not None:
-                stale.close()
 
     def encoder_kbps_now(self) -> int | None:
         return self._encoder_kbps if self._running else None
@@ -419,9 +435,12 @@ class Pipeline(CopyMode):
             captured = self._slot.get(timeout=0.2)
             with self._swap_lock:
                 replacement, self._pending_encoder = self._pending_encoder, None
+            rate = self.rate
             if replacement is not None:
                 encoder.close()
                 encoder, writer, capture_ms = replacement, None, {}
+                if rate is not None:
+                    rate.opened(encoder.name, encoder.settings, time.monotonic())
             if captured is None:
                 continue
             self.latest_capture = captured
@@ -434,7 +453,21 @@ class Pipeline(CopyMode):
                 continue
             if generation != writer_generation:
                 writer = None
-            force = writer is None or self._keyframe_requested.is_set()
+            due = False
+            if rate is not None:
+                now = time.monotonic()
+                due = rate.keyframe_due(now)
+                wanted = rate.review(now, publisher.link_stats(), keyframe_due=due)
+                reopened = None
+                if wanted is not None:
+                    reopened = self._reopen(wanted, rate, now, encoder.settings)
+                if reopened is not None:
+                    encoder.close()
+                    encoder, writer, capture_ms = reopened, None, {}
+            force = writer is None or due or self._keyframe_requested.is_set()
+            if rate is not None and not rate.admit(time.monotonic(), forced=force):
+                self.stats.frames_skipped_rate += 1
+                continue
             self._keyframe_requested.clear()
             capture_ms[encoder.next_pts] = round((captured.monotonic - self._epoch) * 1000)
             packets = encoder.encode(captured.frame, force_keyframe=force)
@@ -464,6 +497,8 @@ class Pipeline(CopyMode):
                         self._budget_hit.set()
                     writer = None
                     continue
+                if rate is not None:
+                    rate.sent(now, len(data), packet.keyframe)
                 self.stats.send_latency_ms.append((now - packet.encoded_at) * 1000)
                 self.stats.frames_sent += 1
                 self.stats.packet_bytes += len(packet.data)
@@ -473,6 +508,30 @@ class Pipeline(CopyMode):
                 for pts in sorted(capture_ms)[:-64]:
                     del capture_ms[pts]
         return encoder
+
+    def _reopen(
+        self, wanted: StreamSettings, rate: RateLoop, now: float, old: StreamSettings
+    ) -> VideoEncoder | None:
+        """A new encoder at the rate loop's wish (new setpoint or ladder rung), on this thread
+        (opening takes 2-13 ms here); None keeps the old one."""
+        try:
+            choice = self.selector.open(wanted)
+        except Exception as e:  # keep streaming with the encoder we have
+            log.warning("rate loop: cannot reopen the encoder at %s: %s", _describe(wanted), e)
+            rate.open_failed(now)
+            return None
+        self._remember_choice(choice)
+        capture = self._capture
+        if capture is not None and (wanted.width, wanted.height, wanted.fps) != (
+            old.width,
+            old.height,
+            old.fps,
+        ):
+            capture.set_format(wanted.width, wanted.height, wanted.fps)
+        rate.opened(choice.encoder.name, choice.encoder.settings, now)
+        self.stats.encoder_reopens += 1
+        log.info("rate loop: encoder reopened at %s", _describe(wanted))
+        return choice.encoder
 
     # --- reporting ----------------------------------------------------------------------------
 
@@ -490,6 +549,8 @@ class Pipeline(CopyMode):
             "frames_encoded": self.stats.frames_encoded,
             "frames_sent": self.stats.frames_sent,
             "frames_dropped_offline": self.stats.frames_dropped_offline,
+            "frames_skipped_rate": self.stats.frames_skipped_rate,
+            "encoder_reopens": self.stats.encoder_reopens,
             "bitrate_kbps": round(bitrate, 1) if bitrate is not None else None,
             "container_overhead_bytes_per_frame": round(self.stats.overhead_per_frame(), 2),
             "send_latency_ms_p50": _percentile(latencies, 0.5),
@@ -502,6 +563,8 @@ class Pipeline(CopyMode):
             "encoder_kbps": self._encoder_kbps if self._running else None,
             "error": self.error,
         }
+        if self.rate is not None and self._running:
+            doc.update(self.rate.status(now))  # "rate" and "ladder"
         if self._capture is not None:
             c = self._capture.stats
             doc.update(
@@ -526,6 +589,10 @@ class Pipeline(CopyMode):
         if self.copy is not None:
             doc.update(self.copy.status(now))
         return doc
+
+
+def _describe(s: StreamSettings) -> str:
+    return f"{s.bitrate_kbps} kbit/s {s.width}x{s.height} {s.fps} fps"
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:

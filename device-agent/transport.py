@@ -4,6 +4,12 @@ Sending happens on the caller's thread (the encoder's), so a frame's bytes are h
 the moment they exist; a "srt-connector" thread owns connecting, backing off, polling statistics
 into the usage counters and saving them. Each successful connection gets a new ``generation``: the
 pipeline starts a fresh Matroska document with a forced keyframe whenever the generation changes.
+
+Locks: ``_lock`` guards the connection state and counters and is never held across a libsrt call
+that can block (a send waits while the send buffer is full, for as long as the link is slow):
+holding it there stalled the connector's statistics polls and ``generation()`` behind the link.
+``_send_lock`` only orders concurrent senders (the encoder, and ``flush`` from ``apply``) so
+bursts leave in order.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from flumph.srt import (
 
 log = logging.getLogger("flumph.agent.transport")
 
-STATS_INTERVAL_S = 1.0
+# Statistics polls are local calls (no bytes on the wire); every 0.25 s lets the rate adapter see a
+# link that cannot carry the stream before a second of video has queued up in front of it.
+STATS_INTERVAL_S = 0.25
 SAVE_INTERVAL_S = 10.0
 PAYLOAD_SIZE = 1316
 
@@ -120,6 +128,8 @@ class SrtPublisher:
         self._rng = rng or random.Random()
         self.stats = TransportStats()
         self._lock = threading.Lock()  # guards _socket, _generation, _burst, counters below
+        self._send_lock = threading.Lock()  # orders senders; held across a blocking send
+        self._link: tuple[float, int, SrtStats] | None = None  # (polled at, generation, stats)
         self._socket: SrtSocket | None = None
         self._generation = 0
         self._burst: list[bytes] = []
@@ -181,53 +191,76 @@ class SrtPublisher:
         False if the connection of ``generation`` is gone (the bytes are dropped; the caller starts
         over with a new document on the next generation).
         """
-        with self._lock:
-            if self._socket is None or generation != self._generation:
-                self.stats.frames_refused_offline += 1
-                return False
-            if new_document and self._burst and not self._send_burst_locked():
-                return False
-            self._burst.append(data)
-            self._burst_frames += 1
-            if self._burst_frames < self._frames_per_burst:
-                return True
-            return self._send_burst_locked()
+        with self._send_lock:
+            with self._lock:
+                sock = self._socket
+                if sock is None or generation != self._generation:
+                    self.stats.frames_refused_offline += 1
+                    return False
+                bursts = []
+                if new_document and self._burst:
+                    bursts.append(self._take_burst_locked())
+                self._burst.append(data)
+                self._burst_frames += 1
+                if self._burst_frames >= self._frames_per_burst:
+                    bursts.append(self._take_burst_locked())
+            return all(self._send_burst(sock, payload, frames) for payload, frames in bursts)
 
     def flush(self) -> bool:
-        with self._lock:
-            if not self._burst or self._socket is None:
-                return self._socket is not None
-            return self._send_burst_locked()
+        with self._send_lock:
+            with self._lock:
+                sock = self._socket
+                if sock is None or not self._burst:
+                    return sock is not None
+                payload, frames = self._take_burst_locked()
+            return self._send_burst(sock, payload, frames)
 
-    def _send_burst_locked(self) -> bool:
-        sock = self._socket
-        assert sock is not None
-        payload = b"".join(self._burst)
-        frames = self._burst_frames
+    def _take_burst_locked(self) -> tuple[bytes, int]:
+        burst = b"".join(self._burst), self._burst_frames
         self._burst, self._burst_frames = [], 0
+        return burst
+
+    def _send_burst(self, sock: SrtSocket, payload: bytes, frames: int) -> bool:
+        """Send outside ``_lock`` (this may block while the link is slow); under ``_send_lock``,
+        so the budget's check and the send it admits are one step for every sender."""
         # The budget's gate: this send's IP-level cost on top of what is counted and what went
         # out since the last statistics poll; a send that would pass the limit never leaves.
         cost = srt_send_cost(len(payload), self._destination.options().payload_size)
         if self.budget is not None:
-            self.budget_refused = not self.budget.admit(self._counted.unpolled_wire + cost)
-            if self.budget_refused:
-                self.stats.bursts_refused_budget += 1
-                return False
+            with self._lock:
+                self.budget_refused = not self.budget.admit(self._counted.unpolled_wire + cost)
+                if self.budget_refused:
+                    self.stats.bursts_refused_budget += 1
+                    return False
         try:
             sock.send(payload)
         except SrtError as e:
-            self.stats.last_error = str(e)
-            log.warning("SRT send failed, reconnecting: %s", e)
-            self._socket = None
-            self._broken = sock
+            with self._lock:
+                self.stats.last_error = str(e)
+                if self._socket is sock:  # not already replaced by set_destination or stop
+                    log.warning("SRT send failed, reconnecting: %s", e)
+                    self._socket = None
+                    self._broken = sock
             self._wake.set()
             return False
-        self.stats.frames_sent += frames
-        self.stats.bursts_sent += 1
-        self.stats.bytes_sent += len(payload)
-        self._counted.unpolled_payload += len(payload)
-        self._counted.unpolled_wire += cost
+        with self._lock:
+            self.stats.frames_sent += frames
+            self.stats.bursts_sent += 1
+            self.stats.bytes_sent += len(payload)
+            self._counted.unpolled_payload += len(payload)
+            # Counted after the send: a statistics poll during it may count these bytes twice
+            # until the next poll, never not at all (what the budget's gate must not miss).
+            self._counted.unpolled_wire += cost
         return True
+
+    def link_stats(self) -> tuple[float, int, SrtStats] | None:
+        """The newest statistics of the current connection: (time.monotonic() of the poll, the
+        connection's generation, stats), or None before the first poll of a connection."""
+        with self._lock:
+            link = self._link
+            if link is None or self._socket is None or link[1] != self._generation:
+                return None
+            return link
 
     def stop(self, drain_timeout_s: float = 1.0) -> None:
         """Send what is pending, let SRT deliver it (up to ``drain_timeout_s``), close, save."""
@@ -345,6 +378,8 @@ class SrtPublisher:
             delta = self._counted.advance(stats)
             if self.usage is not None:
                 self.usage.add("srt", **delta)
+            if sock is self._socket:
+                self._link = (time.monotonic(), self._generation, stats)
         self.stats.rtt_ms = stats.rtt_ms
         self.stats.packets_retransmitted = stats.packets_retransmitted
         self.stats.packets_lost_sent = stats.packets_lost_sent

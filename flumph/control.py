@@ -351,6 +351,27 @@ class SourceReport(Message):
     keyint_s: float | None = None
 
 
+class Ladder(Message):
+    """The picture the device streams instead of the settings' own when the bits per pixel are
+    too few for the rate (``reported.ladder``; None at the settings' picture)."""
+
+    width: int
+    height: int
+    fps: int
+    reason: str
+
+
+class Rate(Message):
+    """``telemetry.rate``: the rate the encoder aims at now (``target_kbps``: the lowest of the
+    setting, the uplink's capacity when ``adapt_to_link``, and a budget pacing cap), what it
+    sent over the last seconds, and why the target is where it is (``"setting"`` when nothing
+    holds it below ``bitrate_kbps``)."""
+
+    target_kbps: int
+    current_kbps: int
+    reason: str
+
+
 class Reported(Message):
     applied_v: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -363,6 +384,7 @@ class Reported(Message):
     notice: str | None = None  # what the last applied desired could not do (e.g. bitrate in copy)
     error: str | None = None
     budget: Budget | None = None
+    ladder: Ladder | None = None
     ts: float = Field(default_factory=now)
 
 
@@ -452,6 +474,7 @@ class Telemetry(Message):
     srt: LinkStats | None = None
     usage: Usage | None = None
     budget: Budget | None = None
+    rate: Rate | None = None
     heartbeat_s: float | None = None  # when idle: the interval until the next heartbeat
 
 

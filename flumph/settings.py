@@ -15,13 +15,15 @@ from flumph.config import StrictModel
 
 Codec = Literal["auto", "av1", "hevc", "h264", "copy"]
 
-# Keyframe interval default. Why 4 s: on a metered link a keyframe costs 5-10x a predicted frame,
-# so a short GOP is paid for all the time; a viewer who joins late is served the frames since the
-# last keyframe from the ingest's GOP cache, so a long GOP does not delay the first picture; losses
-# are repaired by SRT retransmission, and every reconnect or setting change starts with a forced
-# keyframe. Much longer GOPs make that GOP cache (and the burst a joiner downloads at once) grow,
-# so 4 s is the compromise (streaming guides for OBS and MediaMTX use 2-4 s).
-DEFAULT_KEYINT_S = 4.0
+# Keyframe interval default. Why 30 s: a keyframe costs 1-1.5 s of the stream's bytes (SVT-AV1 at
+# 100 kbit/s 360p30 delivered 1.45x the target with a 4 s interval, 0.98x with 60 s), so a short
+# clock is paid for all the time on a metered link. Keyframes come when they help instead: the
+# ingest asks the device for one (MQTT cmd/keyframe) when a viewer joins a stream whose cached GOP
+# is long and when SRT reports losses it could not repair; the agent makes one itself after its
+# sender dropped packets, on every reconnect and every encoder change. The interval is the
+# backstop: it bounds the ingest's GOP cache (30 s at 30 fps fits its 1200 frames) for publishers
+# nobody can ask. bench/keyframes_on_demand.py measures bytes per hour and join time against 4 s.
+DEFAULT_KEYINT_S = 30.0
 
 
 class StreamSettings(StrictModel):
@@ -58,6 +60,12 @@ class StreamSettings(StrictModel):
         description="N>1 sends N frames at once: fewer SRT ACK/ACKACK for N-1 frames of delay",
     )
     always_on: bool = Field(default=False, title="Stream even when nobody watches")
+    adapt_to_link: bool = Field(
+        default=True,
+        title="Adapt the bitrate to the uplink",
+        description="lower the encoder's rate within ~2 s when SRT's statistics show the link "
+        "cannot carry it, climb back gradually, never above bitrate_kbps",
+    )
     data_budget_mb: float | None = Field(
         default=None,
         gt=0,

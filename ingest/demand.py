@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flumph.control import ContractError, Demand, TopicKind, Topics, decode
+from flumph.control import Command, ContractError, Demand, TopicKind, Topics, decode
 from flumph.media.streamid import DEVICE_ID_RE
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import watch_connection
@@ -77,6 +77,12 @@ class DemandPublisher:
             else:
                 self._counts.pop(stream_id, None)
         self._publish(stream_id, viewers)
+
+    def ask_keyframe(self, device_id: str, command_id: str) -> None:
+        """``cmd/keyframe`` to the device (never retained, QoS 1; the ingest's account needs
+        publish rights on ``<p>/<dev>/cmd/keyframe``: the backend account has them). Any thread."""
+        payload = Command(id=command_id).payload()
+        self._client.publish(self.topics.cmd(device_id, "keyframe"), payload, qos=1)
 
     def _publish(self, stream_id: str, viewers: int) -> None:
         # paho queues while disconnected and sends on reconnect; publish is thread-safe.

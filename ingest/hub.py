@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from .keyframes import JOIN_GOP_S, JOIN_WAIT_S
 from .latency import LatencyHistogram
 from .wsframe import binary_frame, text_frame
 
@@ -103,6 +104,9 @@ class Viewer:
         # (0 for control messages); None ends the sender.
         self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=queue_frames)
         self.waiting_for_keyframe = False
+        # Joined a long cached GOP and waits for the fresh keyframe asked of the device: frames
+        # before it are not drops, the cache comes instead if it does not (ingest/keyframes.py).
+        self.awaiting_fresh_keyframe = False
         self.dropped_total = 0
         self._dropped_pending = 0
         self.skips = 0
@@ -124,11 +128,22 @@ class Viewer:
             payload = item[0]
             sink.write(text_frame(payload) if isinstance(payload, str) else binary_frame(payload))
 
+    def _before_fresh_keyframe(self, keyframe: bool | None) -> bool:
+        """A frame before the fresh keyframe this viewer waits for: skipped, not a loss."""
+        if not self.awaiting_fresh_keyframe:
+            return False
+        if not keyframe:
+            return True
+        self.awaiting_fresh_keyframe = False
+        return False
+
     def write_media(self, item: bytes, keyframe: bool | None, frame: bytes | None = None) -> bool:
         """A direct viewer's frame: written (True), or dropped by the skip policy. ``frame`` is
         ``item`` already framed, shared by every viewer."""
         sink = self.sink
         assert sink is not None
+        if self._before_fresh_keyframe(keyframe):
+            return False
         if self.waiting_for_keyframe and keyframe is False:
             self._count_drop(1)
             return False
@@ -155,6 +170,8 @@ class Viewer:
 
     def offer(self, item: bytes, keyframe: bool | None, t_in: float = 0.0) -> None:
         """Queue a frame; ``keyframe`` None means the stream is opaque (no keyframes known)."""
+        if self._before_fresh_keyframe(keyframe):
+            return
         if self.sink is not None:
             self.write_media(item, keyframe)
             return
@@ -233,6 +250,7 @@ class Stream:
         self.viewers: set[Viewer] = set()
         self.init: MediaInit | None = None
         self.gop: list[bytes] = []
+        self.gop_started = 0.0  # time.monotonic() of the cached keyframe
         self._gop_bytes = 0
         self._gop_caching = True
         self.publisher_connected = False
@@ -273,6 +291,7 @@ class Stream:
         self.meter.add(len(data), now)
         if keyframe:
             self.gop = [data]
+            self.gop_started = now
             self._gop_bytes = len(data)
             self._gop_caching = True
         elif self._gop_caching and self.gop:
@@ -320,13 +339,26 @@ class Stream:
         return max(DIRECT_MIN_BUFFER_BYTES, (queue_frames + 4) * average + self._gop_bytes)
 
     # --- viewers --------------------------------------------------------------------------------
-    def attach(self, viewer: Viewer) -> None:
-        """Start a viewer at the live edge: init segment and the current GOP at once."""
+    def attach(self, viewer: Viewer, *, fresh: bool = False) -> None:
+        """Start a viewer at the live edge: init segment and the current GOP at once, or with
+        ``fresh`` the init segment only, the next keyframe being on its way."""
         if self.init is not None:
             viewer.offer_init(self.init)
-            for i, frag in enumerate(self.gop):
-                viewer.offer(frag, i == 0)
+            if fresh:
+                viewer.awaiting_fresh_keyframe = True
+            else:
+                self.offer_cache(viewer)
         self.viewers.add(viewer)
+
+    def offer_cache(self, viewer: Viewer) -> None:
+        viewer.awaiting_fresh_keyframe = False
+        for i, frag in enumerate(self.gop):
+            viewer.offer(frag, i == 0)
+
+    def cache_if_still_waiting(self, viewer: Viewer) -> None:
+        """The fresh keyframe did not come in time: the cache it is."""
+        if viewer.awaiting_fresh_keyframe and viewer in self.viewers and not self.ended:
+            self.offer_cache(viewer)
 
     def info(self) -> dict[str, object]:
         now = time.monotonic()
@@ -381,6 +413,8 @@ class Hub:
         # Called on the loop with (stream id, viewers) whenever a stream's viewer count changes:
         # the demand that on-demand streaming follows.
         self.on_viewers: Callable[[str, int], None] | None = None
+        # Asks a publishing device for a keyframe (True: one is on its way); see keyframes.py.
+        self.ask_keyframe: Callable[[str, str], bool] | None = None
 
     # --- membership: any thread -----------------------------------------------------------------
     def new_id(self) -> str:
@@ -499,7 +533,12 @@ class Hub:
             )
         # Room for the cached GOP on top of the live margin, so joining never starts with a skip.
         viewer = Viewer(stream_id, self.viewer_queue_frames + len(stream.gop) + 4)
-        stream.attach(viewer)
+        fresh = self._ask_fresh_keyframe(stream)
+        stream.attach(viewer, fresh=fresh)
+        if fresh:
+            asyncio.get_running_loop().call_later(
+                JOIN_WAIT_S, stream.cache_if_still_waiting, viewer
+            )
         self._viewers_changed(stream_id, len(stream.viewers))
         return stream, viewer
 
@@ -511,6 +550,18 @@ class Hub:
             stream.id,
             viewer.max_buffered_bytes,
         )
+
+    def _ask_fresh_keyframe(self, stream: Stream) -> bool:
+        if (
+            self.ask_keyframe is None
+            or stream.source != "srt"
+            or not stream.publisher_connected
+            or stream.init is None
+            or not stream.gop
+            or time.monotonic() - stream.gop_started <= JOIN_GOP_S
+        ):
+            return False
+        return self.ask_keyframe(stream.id, "a viewer joined a long cached GOP")
 
     def remove_viewer(self, stream: Stream, viewer: Viewer) -> None:
         if viewer in stream.viewers:

@@ -22,6 +22,7 @@ from .app import TokenGate, add_preview_routes, add_relay_routes
 from .budget_notice import BudgetNotices
 from .demand import DemandPublisher
 from .hub import Hub
+from .keyframes import LOSS_POLL_S, KeyframeRequests
 from .known import KnownDevices
 from .metrics import IngestMetrics
 from .srt_ingest import SrtIngest
@@ -89,8 +90,9 @@ class IngestConfig(StrictModel):
     )
     mqtt: IngestMqtt | None = Field(
         default=None,
-        title="the broker viewer demand is published to (on-demand streaming): the "
-        "[ingest.mqtt] table, its url required; none: on-demand off",
+        title="the broker viewer demand is published to (on-demand streaming) and devices are "
+        "asked for keyframes on (cmd/keyframe: the account needs the backend's rights): the "
+        "[ingest.mqtt] table, its url required; none: both off",
     )
     auth_secret: str | None = Field(
         default=None,
@@ -152,6 +154,8 @@ class IngestService:
             is_known=self.known.is_known if cfg.mqtt is not None else None,
         )
         self._idle_watch: asyncio.Task[None] | None = None
+        self.keyframes: KeyframeRequests | None = None
+        self._loss_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -185,11 +189,37 @@ class IngestService:
             self.demand.start()
             self.hub.on_viewers = self.demand.update
             log.info("publishing viewer demand to %s", mqtt.url)
+            self.keyframes = KeyframeRequests(
+                self.demand.ask_keyframe, is_known=self.known.is_known
+            )
+            self.hub.ask_keyframe = self.keyframes.ask
+            self._loss_watch = asyncio.create_task(self._watch_losses(), name="srt-loss-watch")
+
+    async def _watch_losses(self) -> None:
+        """Ask a device for a keyframe when its SRT connection dropped packets as too late: the
+        picture is broken for every viewer until the next keyframe. (A reconnect restarts the
+        counter: lower than before is a new connection, not a loss.)"""
+        dropped: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(LOSS_POLL_S)
+            handler, keyframes = self.srt_handler, self.keyframes
+            if handler is None or keyframes is None:
+                continue
+            stats = await asyncio.to_thread(handler.stats)
+            for stream_id, st in stats.items():
+                before = dropped.get(stream_id)
+                if before is not None and st.packets_dropped_received > before:
+                    lost = st.packets_dropped_received - before
+                    keyframes.ask(stream_id, f"SRT dropped {lost} packets as too late")
+            dropped = {sid: st.packets_dropped_received for sid, st in stats.items()}
 
     async def stop(self) -> None:
         if self._idle_watch is not None:
             self._idle_watch.cancel()
             await asyncio.gather(self._idle_watch, return_exceptions=True)
+        if self._loss_watch is not None:
+            self._loss_watch.cancel()
+            await asyncio.gather(self._loss_watch, return_exceptions=True)
         if self.srt_server is not None:
             await asyncio.to_thread(self.srt_server.stop)
         for s in self.hub.streams():

@@ -239,7 +239,10 @@ def test_demo_camera_start_watch_resize_stop(demo: Backend) -> None:
         page.wait_for_function(
             "() => /^[1-9][0-9.]* \\/ 15 fps/.test(document.querySelector("
             f"'{card('demo')} .f-rate').textContent)"
-            f" && /RTT/.test(document.querySelector('{card('demo')} .f-link').textContent)",
+            f" && /RTT/.test(document.querySelector('{card('demo')} .f-link').textContent)"
+            # The rate loop's target and why (telemetry.rate): nothing holds the demo down.
+            f" && /kbit\\/s · the setting/.test(document.querySelector("
+            f"'{card('demo')} .f-control').textContent)",
             timeout=30_000,
         )
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ const CODECS = [["auto", "auto (forward a camera's stream, else hardware H.265, 
   ["av1", "AV1"], ["hevc", "H.265"], ["h264", "H.264"],
   ["copy", "copy (forward the camera's own H.264/H.265)"]];
 const DEFAULTS = {
-  codec: "auto", bitrate_kbps: 250, width: 640, height: 360, fps: 15, keyint_s: 4,
+  codec: "auto", bitrate_kbps: 250, width: 640, height: 360, fps: 15, keyint_s: 30,
   srt_latency_ms: 120, always_on: false, ...BUDGET_DEFAULTS,
 };
 const NUMBER_FIELDS = [
@@ -84,6 +84,7 @@ export class Card {
     const facts = el("dl", "facts");
     this.fVideo = fact(facts, "video", "f-video");
     this.fRate = fact(facts, "rate", "f-rate");
+    this.fControl = fact(facts, "held at", "f-control");
     this.fLink = fact(facts, "SRT", "f-link");
     this.fUsage = fact(facts, "data", "f-usage");
     this.fViewers = fact(facts, "viewers", "f-viewers");
@@ -171,6 +172,7 @@ export class Card {
       ? `RTT ${num(srt.rtt_ms, 1)} ms · loss ${num(srt.loss_pct, 2)} %`
         + (srt.retransmits ? ` · ${srt.retransmits} retransmits` : "")
       : "—";
+    this._renderRateControl(view);
     renderUsageFact(this.fUsage, view);
     this.usage.update(view);
     this.stage.setView(view);
@@ -193,6 +195,28 @@ export class Card {
     this.stage.tick();
     this.usage.tick();
     this.presence.title = `last seen ${ago(view.last_seen)}`;
+  }
+
+  // What the device's rate loop aims at and why (telemetry.rate), and a smaller picture it chose
+  // itself (reported.ladder). "setting" means nothing holds it below bitrate_kbps.
+  _renderRateControl(view) {
+    const rate = view.streaming ? view.rate : null;
+    const ladder = view.streaming ? view.ladder : null;
+    const row = this.fControl;
+    row.replaceChildren();
+    row.title = "";
+    if (!rate) {
+      row.textContent = "—";
+      return;
+    }
+    const held = rate.reason !== "setting";
+    row.classList.toggle("held", held);
+    row.append(`${num(rate.target_kbps)} kbit/s`);
+    row.append(el("span", "muted", held ? ` · ${rate.reason}` : " · the setting"));
+    if (ladder) {
+      row.append(el("span", "ladder", ` · ${ladder.width}×${ladder.height} ${ladder.fps} fps`));
+      row.title = ladder.reason;
+    }
   }
 
   _renderSync(view) {
