@@ -30,6 +30,7 @@ from av.codec.context import Flags
 from av.video.frame import PictureType
 
 from flumph.agent.codecconfig import codec_private
+from flumph.agent.threadpolicy import leave_realtime_scheduling
 from flumph.media.matroska_header import AV1, H264, HEVC
 from flumph.settings import StreamSettings
 
@@ -147,6 +148,7 @@ class VideoEncoder:
         cc.flags |= Flags.global_header
         cc.options = _options(name, settings)
         cc.open()
+        leave_realtime_scheduling()
         self._cc = cc
         self._next_pts = 0
         self.frames_in = 0

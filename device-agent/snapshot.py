@@ -19,6 +19,8 @@ import av
 import cv2
 import numpy as np
 
+from flumph.agent.threadpolicy import leave_realtime_scheduling
+
 log = logging.getLogger("flumph.agent.snapshot")
 
 MAX_WIDTH = 320
@@ -66,6 +68,7 @@ def _avif(frame: av.VideoFrame, encoder: str, crf: int) -> bytes:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    leave_realtime_scheduling()
     return buf.getvalue()
 
 

@@ -14,8 +14,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flumph.agent.threadpolicy import leave_realtime_scheduling
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(autouse=True)
+def normal_scheduling() -> None:
+    """No test starts on a realtime thread. Encoders opened in this process by a test's own helpers
+    (not the agent's, which does this itself) can leave it at SCHED_FIFO 99 when run as root; a
+    browser or server launched from such a thread inherits it and, busy, starves a 2-core machine.
+    """
+    leave_realtime_scheduling()
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
