@@ -168,7 +168,7 @@ class SrtIngest(srt.SrtServerHandler):
         demuxer = pub.demuxer
         if isinstance(demuxer, MatroskaDemux):
             try:
-                resume = demuxer.feed(data, pub.last_in)
+                resume = demuxer.feed(data, pub.last_in, conn.lost_before)
             except ValueError as e:
                 self._end(pub, str(e) or type(e).__name__)
                 return
@@ -267,6 +267,8 @@ class SrtIngest(srt.SrtServerHandler):
                 self._deliver(pub, ev)
 
     def _claim(self, pub: Publisher) -> None:
+        if pub.dropped:
+            return
         try:
             pub.stream, pub.token = self.hub.claim(pub.stream_id, "srt")
         except HubError as e:
@@ -307,6 +309,10 @@ class SrtIngest(srt.SrtServerHandler):
                 if why is None or pub.dropped:
                     continue
                 pub.dropped = True
+                # Free the id here, not when the SRT thread sees the close: a real camera that
+                # connects in between must not be refused as busy by a publisher already dropped.
+                if pub.stream is not None:
+                    self.hub.publisher_gone(pub.stream, pub.token, grace=False)
                 self._record(pub.conn.peer, pub.stream_id, f"{why}: dropped, its id is free")
                 pub.close_input()
                 pub.conn.close()

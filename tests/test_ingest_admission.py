@@ -179,8 +179,10 @@ async def test_a_silent_srt_publisher_is_dropped_and_its_id_freed(
         assert "sent no data within 2 s of connecting" in _errors_for(ing, "squat-a")[0]
         # The real camera gets the id at once.
         proc = ffmpeg_publish(ing.srt_url("squat-a"), seconds=2)
-        await asyncio.to_thread(ing.wait_stream, "squat-a", 15, 5)
-        await asyncio.to_thread(proc.communicate, timeout=30)
+        try:
+            await asyncio.to_thread(ing.wait_stream, "squat-a", 15, 5)
+        finally:
+            await asyncio.to_thread(proc.communicate, timeout=30)
     finally:
         squatter.close()
 

@@ -82,6 +82,19 @@ async def subscribe(ing: Ingest, device: str) -> websockets.ClientConnection:
     return ws
 
 
+async def until_known(ing: Ingest, device: str, deadline: float) -> None:
+    """Until a viewer may wait for ``device`` (the ingest has read its retained status)."""
+    while True:
+        async with websockets.connect(f"{ing.ws}/ws/view/{device}") as ws:
+            await ws.send(json.dumps({"type": "subscribe", "stream_id": device, "wait": True}))
+            reply = json.loads(await ws.recv())
+        if reply["type"] == "subscribed":
+            return
+        assert "not a known device" in reply.get("message", ""), reply
+        assert time.monotonic() < deadline, ing.log()
+        await asyncio.sleep(0.2)
+
+
 def test_the_notice_in_words() -> None:
     assert budget_message("cam1", datetime(2027, 1, 1, tzinfo=UTC).timestamp()) == (
         "cam1's data budget for this month is used up; it resets 2027-01-01 00:00 UTC"
@@ -98,7 +111,9 @@ async def test_a_waiting_viewer_is_told_the_budget_is_used_up(
     device_pub(broker, "cam-dry", "reported", reported("exhausted"))
     device_pub(broker, "cam-ok", "reported", reported("ok"))
     deadline = time.monotonic() + 15
-    # The ingest learns the retained document asynchronously: wait for it to know.
+    # The ingest learns the devices (their retained status) and this retained document
+    # asynchronously after it starts: wait for it to know both.
+    await until_known(ing, "cam-dry", deadline)
     while True:
         ws = await subscribe(ing, "cam-dry")
         try:
