@@ -62,6 +62,12 @@ SENDING_SLACK = 1.15  # the rate sent counts as down at the ceiling within this
 RTT_TREND_POLLS = 4  # (1 s)
 RTT_RISE_MS = 100.0
 LOSS_SEVERE_PCT = 25.0
+# Loss counts over this window and only with this many packets sent in it: at 40 kbit/s a poll
+# carries about 4 packets, and one burst loss read as 25-67 % cut the rate to its floor on a link
+# that had room again (measured through bench/linkproxy.py, a keyframe over its 32 KB queue).
+LOSS_WINDOW_S = 1.0  # at least...
+LOSS_MAX_WINDOW_S = 4.0  # ...and at most, looking back for LOSS_MIN_PACKETS
+LOSS_MIN_PACKETS = 20
 SEVERE_DECREASE = 0.5  # ceiling vs the rate sent: long or fast-growing queue, drops
 DECREASE_FACTOR = 0.75  # ceiling vs the rate sent: a mild episode, and each further cut
 DRAIN_GRACE_S = 1.0  # after a cut (or a pause), the queue gets this long before a second cut
@@ -150,8 +156,7 @@ class LinkEstimator:
         self._samples.append((sample, delay))
         if previous is None:
             return self._verdict(False)
-        sent = sample.packets_sent - previous.packets_sent
-        loss_pct = 100 * (sample.packets_lost - previous.packets_lost) / sent if sent > 0 else 0.0
+        loss_pct = self._loss_pct(sample)
         dropped = sample.packets_dropped - previous.packets_dropped
         self._high_polls = self._high_polls + 1 if delay > DELAY_HIGH_MS else 0
         why = None
@@ -187,6 +192,18 @@ class LinkEstimator:
         else:
             self._clear_since = None
         return self._verdict(False, pause)
+
+    def _loss_pct(self, sample: LinkSample) -> float:
+        """Packets reported lost per packet sent, over the last ``LOSS_WINDOW_S`` or as much
+        more (up to ``LOSS_MAX_WINDOW_S``) as it takes to hold ``LOSS_MIN_PACKETS``; else 0."""
+        for older, _ in reversed(self._samples):
+            age = sample.at - older.at
+            if age > LOSS_MAX_WINDOW_S:
+                break
+            sent = sample.packets_sent - older.packets_sent
+            if age >= LOSS_WINDOW_S and sent >= LOSS_MIN_PACKETS:
+                return 100 * (sample.packets_lost - older.packets_lost) / sent
+        return 0.0
 
     def _pause(self, now: float, delay: float) -> bool:
         """Whether to hold frames back: in an episode with a long queue in front of the link,

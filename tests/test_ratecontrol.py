@@ -264,3 +264,30 @@ def test_a_setting_below_the_ceiling_lifts_it() -> None:
     est.ceiling_kbps = 300
     est.set_setting(250)
     assert est.ceiling_kbps is None
+
+
+def lossy(sample: LinkSample, lost: int) -> LinkSample:
+    return LinkSample(**{**sample.__dict__, "packets_lost": lost})
+
+
+def test_a_loss_burst_at_a_low_rate_is_not_congestion_but_sustained_loss_is() -> None:
+    # 40 kbit/s: about 4 packets a poll. Two packets lost in one burst (a keyframe over a shallow
+    # queue) once read as 50 % loss and cut the rate to its floor on a link with room.
+    est = LinkEstimator(300)
+    link = Link(capacity=800)
+    for _ in range(12):
+        est.update(link.poll(40), 40)
+    assert est.update(lossy(link.poll(40), 2), 40).ceiling_kbps is None
+    for _ in range(8):
+        assert est.update(lossy(link.poll(40), 2), 40).ceiling_kbps is None
+    # 300 kbit/s with 30 % of the packets lost for a second: the link is failing.
+    est = LinkEstimator(300)
+    link = Link(capacity=800)
+    lost = 0
+    verdict = None
+    for i in range(12):
+        sample = link.poll(300)
+        lost = int(sample.packets_sent * 0.3) if i >= 6 else 0
+        verdict = est.update(lossy(sample, lost), 300)
+    assert verdict is not None and verdict.ceiling_kbps is not None
+    assert "loss" in verdict.reason

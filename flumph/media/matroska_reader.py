@@ -134,6 +134,20 @@ class MatroskaReader:
         self._raw_ebml = b""
         self._raw_info = b""
         self._raw_tracks = b""
+        self._hunting = False  # bytes were lost: looking for a Cluster or an EBML header
+        self._hunt_tail = b""  # the end of what was searched, in case an ID is split
+
+    def resync(self) -> None:
+        """Bytes were lost before the next chunk (the transport says so): what was half read no
+        longer joins up with what follows. Drop it and go on from the next Cluster (the agent's
+        writer starts one at each keyframe) or the next EBML header; the blocks in between would
+        reference lost frames. The stream header already read stays valid."""
+        if self._state == _DONE:
+            return
+        self._head, self._body, self._body_fill, self._skip = b"", None, 0, 0
+        # Offsets no longer count the bytes that were sent: a sized element's end is unknowable.
+        self._segment_end = self._cluster_end = self._cluster_ts = None
+        self._hunting, self._hunt_tail = True, b""
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         if self._state == _DONE:
@@ -142,6 +156,11 @@ class MatroskaReader:
         view = memoryview(data)
         if type(data) is not bytes and (view.format != "B" or view.ndim != 1):
             view = view.cast("B")
+        if self._hunting:
+            found = self._hunt(view)
+            if found is None:
+                return out
+            view = found
         try:
             self._feed(view, out)
         except ValueError as e:
@@ -242,6 +261,22 @@ class MatroskaReader:
                 else:
                     self._collect(element_id, start, wanted)
         self.offset = base + n
+
+    def _hunt(self, view: memoryview) -> memoryview | None:
+        """Where in ``view`` (joined to the unsearched end of the last chunk) reading can resume
+        after a loss, or None: everything so far is skipped."""
+        joined = self._hunt_tail + bytes(view)
+        at = _resume_point(joined, cluster_ok=self._tracks is not None)
+        if at is None or at < 0:
+            # Keep what may be the start of an ID, or a Cluster ID still to be checked.
+            keep = joined[at + len(joined) :] if at is not None else joined[-3:]
+            self.offset += len(joined) - len(keep)  # the kept tail is counted once it is read
+            self._hunt_tail = keep
+            return None
+        self.offset += at
+        self._state = _TOP if joined.startswith(_EBML_ID_BYTES, at) else _SEGMENT
+        self._hunting, self._hunt_tail = False, b""
+        return memoryview(joined)[at:]
 
     def _collect(self, element_id: int, start: int, size: int) -> None:
         self._body_id, self._body_start = element_id, start
@@ -430,6 +465,44 @@ _NAMES = {
     INFO_ID: "Info",
     TRACKS_ID: "Tracks",
 }
+
+
+_EBML_ID_BYTES = encode_id(EBML_ID)
+_CLUSTER_ID_BYTES = encode_id(CLUSTER_ID)
+_TIMESTAMP_ID_BYTES = encode_id(TIMESTAMP_ID)
+
+
+def _resume_point(data: bytes, *, cluster_ok: bool) -> int | None:
+    """The offset of the first EBML header, or (``cluster_ok``) of the first Cluster whose size is
+    followed by its Timestamp, in ``data``. A negative offset -n: a Cluster ID in the last n bytes
+    still needs the bytes after it to be checked. None: neither is there."""
+    search = 0
+    while True:
+        ebml = data.find(_EBML_ID_BYTES, search)
+        cluster = data.find(_CLUSTER_ID_BYTES, search) if cluster_ok else -1
+        if cluster < 0 or 0 <= ebml < cluster:
+            return ebml if ebml >= 0 else None
+        # Four bytes of payload can look like a Cluster ID (1 in 2^32); its size and the Timestamp
+        # that the writer puts first make a false start vanishingly rare.
+        size_at = cluster + len(_CLUSTER_ID_BYTES)
+        if size_at >= len(data):
+            return cluster - len(data)
+        length = _vint_length(data[size_at])
+        ts_at = size_at + length
+        if length and ts_at < len(data):
+            if data.startswith(_TIMESTAMP_ID_BYTES, ts_at):
+                return cluster
+        elif length:
+            return cluster - len(data)
+        search = cluster + 1
+
+
+def _vint_length(first: int) -> int:
+    """Bytes in an EBML variable-size integer that starts with ``first``; 0 if none is valid."""
+    for length in range(1, 9):
+        if first & (0x80 >> (length - 1)):
+            return length
+    return 0
 
 
 def _block_track(body: memoryview, start: int) -> tuple[int, int]:

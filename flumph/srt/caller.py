@@ -57,6 +57,11 @@ class SrtSocket:
         self._last_send_at = 0.0
         self._recv_timeout_ms = -1
         self.last_received_at = time.monotonic()  # kept by SrtServer for its connections
+        # Also kept by SrtServer: the newest message number, and how many messages the sender
+        # numbered that never arrived, in all and right before the message being delivered.
+        self.last_msgno = 0
+        self.messages_lost = 0
+        self.lost_before = 0
 
     @classmethod
     def connect(

@@ -165,6 +165,35 @@ class _BStats(ctypes.Structure):
     ]
 
 
+class _MsgCtrl(ctypes.Structure):
+    """SRT_MSGCTRL (srt.h): libsrt's word on one message; a receiver reads its number."""
+
+    _fields_ = [
+        ("flags", ctypes.c_int),
+        ("msgttl", ctypes.c_int),
+        ("inorder", ctypes.c_int),
+        ("boundary", ctypes.c_int),
+        ("srctime", ctypes.c_int64),
+        ("pktseq", ctypes.c_int32),
+        ("msgno", ctypes.c_int32),
+        ("grpdata", ctypes.c_void_p),
+        ("grpdata_size", ctypes.c_size_t),
+    ]
+
+
+# Message numbers are 26 bits and run 1..MSGNO_MAX, then wrap to 1 (0 means "none").
+MSGNO_MAX = (1 << 26) - 1
+
+
+def messages_missing(last: int, msgno: int) -> int:
+    """How many messages the sender numbered between ``last`` and ``msgno`` that never arrived
+    (dropped as too late by either side); 0 for the first message (``last`` 0) or no number."""
+    if not last or not msgno:
+        return 0
+    expected = 1 if last == MSGNO_MAX else last + 1
+    return (msgno - expected) % MSGNO_MAX
+
+
 class _EpollEvent(ctypes.Structure):
     _fields_ = [("fd", ctypes.c_int32), ("events", ctypes.c_int)]
 
@@ -195,6 +224,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "srt_setsockflag": (_INT, [_I32, _INT, _PTR, _INT]),
     "srt_sendmsg2": (_INT, [_I32, _BUF, _INT, _PTR]),
     "srt_recvmsg": (_INT, [_I32, _BUF, _INT]),
+    "srt_recvmsg2": (_INT, [_I32, _BUF, _INT, ctypes.POINTER(_MsgCtrl)]),
     "srt_getlasterror": (_INT, [ctypes.POINTER(_INT)]),
     "srt_getlasterror_str": (_BUF, []),
     "srt_bstats": (_INT, [_I32, ctypes.POINTER(_BStats), _INT]),

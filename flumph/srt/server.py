@@ -25,6 +25,8 @@ from flumph.srt.library import (
     _error,
     _last_error,
     _lib,
+    _MsgCtrl,
+    messages_missing,
 )
 from flumph.srt.options import (
     MAX_STREAMID_BYTES,
@@ -303,11 +305,19 @@ class SrtServer:
     def _read_all(self, conn: SrtSocket, events: int, buffer: ctypes.Array[ctypes.c_char]) -> None:
         """Deliver every message ready on ``conn``; finish it if it broke."""
         lib = _lib()
+        ctrl = _MsgCtrl()
+        ctrl_ref = ctypes.byref(ctrl)
         while True:
-            size = int(lib.srt_recvmsg(conn.sid, buffer, RECV_BUFFER_SIZE))
+            size = int(lib.srt_recvmsg2(conn.sid, buffer, RECV_BUFFER_SIZE, ctrl_ref))
             if size <= 0:
                 break
             conn.last_received_at = time.monotonic()
+            # A gap in the message numbers is data given up on (too late): the handler must know,
+            # since the bytes around it no longer join up.
+            lost = messages_missing(conn.last_msgno, ctrl.msgno)
+            conn.last_msgno = ctrl.msgno
+            conn.lost_before = lost
+            conn.messages_lost += lost
             try:
                 self._handler.on_data(conn, ctypes.string_at(buffer, size))
             except Exception as e:
