@@ -29,9 +29,9 @@ def _no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stream_settings_defaults() -> None:
     s = StreamSettings()
     assert (s.codec, s.bitrate_kbps, s.width, s.height, s.fps) == ("auto", 250, 640, 360, 15)
-    assert (s.keyint_s, s.srt_latency_ms, s.frames_per_burst) == (4.0, 120, 1)
+    assert (s.keyint_s, s.srt_latency_ms, s.frames_per_burst) == (30.0, 120, 1)
     assert not s.streaming and not s.always_on
-    assert s.keyint_frames() == 60
+    assert s.keyint_frames() == 450
     assert StreamSettings(fps=1, keyint_s=0.5).keyint_frames() == 1
 
 
