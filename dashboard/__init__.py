@@ -3,6 +3,10 @@
     main.py           the command: options, port checks, uvicorn
     service.py        the dashboard as one object: config (``[dashboard]``, ``[dashboard.mqtt]``)
     fleet.py          the fleet service: every device's state, fed by one MQTT connection
+    fleet_link.py     its MQTT connection: paho's thread to the loop (bounded), readiness
+    device_state.py   pure: one device as the fleet knows it (messages, presence, commands)
+    fleet_commands.py commands in flight: acks awaited, waiters, timeouts
+    fleet_sets.py     patches from ``set`` and the API into the shadow merge, and their answers
     shadow.py         the shadow merge: the one writer of every device's retained ``desired``
     set_answers.py    answers to ``<p>/<dev>/set``: ``set/accepted`` or ``set/rejected``
     ondemand.py       on-demand streaming: a device streams only while somebody watches

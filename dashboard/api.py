@@ -46,7 +46,9 @@ from flumph.lifecycle import UnknownDevice
 
 from .access import Access
 from .bodies import json_object, read_body
-from .fleet import DeviceState, Fleet, Unavailable
+from .device_state import DeviceState
+from .fleet import Fleet
+from .fleet_link import Unavailable
 from .usage_history import Sample
 from .usage_view import budget_summary, usage_summary
 
@@ -331,7 +333,7 @@ def _fleet_routes(app: APIRouter, fleet: Fleet, feed: EventFeed) -> None:
     async def set_(device_id: str, request: Request) -> JSONResponse:
         body = await read_body(request)
         try:
-            doc, published = await fleet.set(device_id, body)
+            doc, published = await fleet.sets.from_api(device_id, body)
         except UnknownDevice as e:
             return _error(404, str(e))
         except ContractError as e:

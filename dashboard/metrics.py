@@ -19,7 +19,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from flumph.control import Budget, BudgetState
 
 from .api import EventFeed
-from .fleet import DeviceState, Fleet
+from .device_state import DeviceState
+from .fleet import Fleet
 
 MAX_SERIES = 10000  # the fleet tracks 10000 devices by default
 # Presence as a bounded label value ("offline (silent)" has a space).

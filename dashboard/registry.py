@@ -3,7 +3,8 @@
 The fleet keeps state only for devices that have a retained ``status``; a message about any other
 id is not a reason to create one. What happens to such messages is decided here:
 
-- ``set``: refused with the reason (:meth:`Fleet.reject_set`), nothing merged or retained;
+- ``set``: refused with the reason (:meth:`.fleet_sets.SetPath.reject`), nothing merged or
+  retained;
 - ``desired``: followed by the shadow all the same (its version must never go backwards if the
   device is added later), but no device appears;
 - an empty retained ``status`` of a known device: the device was forgotten; its state goes and
@@ -54,9 +55,9 @@ class Registry:
             return
         if parsed.kind == "set" and payload and not retain:
             if fleet.ready.is_set():
-                fleet.reject_set(device_id, str(UnknownDevice(device_id)), payload)
+                fleet.sets.reject(device_id, str(UnknownDevice(device_id)), payload)
             else:
-                fleet.hold_set(device_id, payload)
+                fleet.sets.hold(device_id, payload)
             return
         self.unknown_messages += 1
         if self.unknown_messages <= 10 or self.unknown_messages % 1000 == 0:

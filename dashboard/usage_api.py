@@ -29,7 +29,8 @@ from flumph.lifecycle import UnknownDevice
 
 from .access import Access
 from .bodies import read_body
-from .fleet import Fleet, Unavailable
+from .fleet import Fleet
+from .fleet_link import Unavailable
 from .usage_tracker import UsageTracker
 
 VENDOR = resources.files("flumph.dashboard") / "static" / "vendor"

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from flumph.control import Usage
 
-from .fleet import DeviceState, Fleet
+from .device_state import DeviceState
+from .fleet import Fleet
 from .usage_history import (
     HOUR_S,
     HourRows,

@@ -14,7 +14,7 @@ from typing import Any
 
 from flumph.control import Budget, Usage
 
-from .fleet import DeviceState
+from .device_state import DeviceState
 from .usage_history import (
     HOUR_S,
     HourRows,

@@ -16,7 +16,8 @@ import pytest
 from flumph.control import ContractError, Desired, Reported, Status
 from flumph.ctl.main import describe, parse_assignments, snapshot_extension
 from flumph.dashboard.api import FeedClient, sync_state
-from flumph.dashboard.fleet import DeviceState, Fleet, FleetOptions, image_type
+from flumph.dashboard.device_state import DeviceState, image_type
+from flumph.dashboard.fleet import Fleet, FleetOptions
 from flumph.dashboard.ondemand import OnDemand, should_linger
 from flumph.dashboard.shadow import Shadow, plan_patch, version_in
 from flumph.mqtt import MqttSettings
