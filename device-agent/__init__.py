@@ -14,7 +14,9 @@ the MQTT device side, the data budget.
     passthrough.py    the copy path: coded source → live Matroska → SRT, no decoder or encoder
     watchdog.py       a worker thread that ends while the device should stream is reported
     transport.py      SRT push: live-mode caller, reconnect with jittered backoff
-    control.py        the MQTT side: presence, the desired/reported shadow, commands, telemetry
+    control.py        the MQTT session: presence, the desired/reported shadow, when to publish
+    commands.py       one-shot commands (keyframe, snapshot, restart, grant), carried out and acked
+    telemetry.py      pure: what telemetry says, rates from sampled counters
     snapshot.py       one still for ``cmd/snapshot``, small enough for a metered link
     budget.py         pure: the data budget's arithmetic (periods, state, pacing)
     budgetguard.py    the budget enforced on the send path: gate, refusals, grants

@@ -1,4 +1,5 @@
-"""The agent's MQTT side: presence, the desired/reported shadow, one-shot commands, telemetry.
+"""The agent's MQTT session: presence, the desired/reported shadow, and when commands and
+telemetry go (what they do and say: :mod:`.commands`, :mod:`.telemetry`).
 
 Topics and payloads are :mod:`flumph.control`'s; this module only follows them.
 
@@ -26,29 +27,14 @@ nothing and takes whatever it finds. An invalid document, or settings the device
 and put the reason on ``reported.error``. An empty retained ``desired`` (cleared with
 ``mosquitto_pub -r -n``) means "no wish": the settings stay as they are.
 
-Commands: ``keyframe`` (refused while not streaming), ``snapshot`` (see :mod:`.snapshot`; the
-picture is published retained on ``<p>/<dev>/snapshot`` before the ack, so whoever waits for the
-ack finds it), ``restart`` (stops and starts the pipeline in this process: camera, encoder and SRT
-connection are opened afresh, which is what recovers a wedged camera or link; restarting the
-process is the service manager's job), ``grant`` (``{"id", "mb"}``: a one-shot data allowance for
-this budget period; a stream the budget had stopped starts again at once). With the data budget
-used up, ``restart`` and ``snapshot`` are refused on ``ack`` with the reason in words, and a
-``desired`` that asks for streaming is applied but not honoured until there is room again
+Commands are carried out on the control thread by :mod:`.commands`. With the data budget used
+up, a ``desired`` that asks for streaming is applied but not honoured until there is room again
 (``reported.budget`` says why; see :mod:`.budgetguard`). Every byte of this connection counts
-against the budget (:mod:`.mqttmeter`). A command that cannot be parsed is acked with the problem,
-with id "" when no id could be read from it. A retained command is refused: it would replay on
-every reconnect.
+against the budget (:mod:`.mqttmeter`).
 
-Telemetry: every ``telemetry_interval_s`` (5 s) while streaming; while idle one heartbeat per
-``heartbeat_interval_s`` (default one hour) and one after each connect. Idle cost at the default
-keepalive of 360 s, IP level, plain TCP (52 B of IPv4 + TCP-with-timestamps headers a segment),
-measured on a veth (bench/control_idle.py): a keepalive exchange is PINGREQ + PINGRESP + the
-client's ACK, 3 segments and 4 B of MQTT = 160 B, 10 an hour = 1.60 KB/h; a heartbeat is a ~150 B
-PUBLISH (compact JSON, nulls left out) plus the segments around it = 266 B. Total ~1.87 KB/h
-plain (TLS adds ~22-29 B per record). A heartbeat every keepalive would
-cost ~3.7 KB/h more. Presence comes from the will (1.5 x keepalive), so the heartbeat only backs
-up a broker whose will fails. It cannot replace the ping either: paho pings whenever nothing came
-*in* for a keepalive, and a QoS 0 publish gets no answer.
+Telemetry (what it says and what it costs: :mod:`.telemetry`): every ``telemetry_interval_s``
+(5 s) while streaming; while idle one heartbeat per ``heartbeat_interval_s`` (default one hour)
+and one after each connect.
 """
 
 from __future__ import annotations
@@ -57,35 +43,25 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flumph import __version__
-from flumph.agent.budget import mqtt_publish_cost
+from flumph.agent.commands import Commands, salvage_command_id
 from flumph.agent.mqttmeter import MqttMeter
-from flumph.agent.pipeline import MIN_RATE_SPAN_S
-from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH, encode_snapshot
-from flumph.agent.transport import PAYLOAD_SIZE
+from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH
+from flumph.agent.telemetry import Sample, compact, measured, sample_of, streaming_telemetry
 from flumph.control import (
     CONTRACT_VERSION,
-    MAX_DEPTH,
-    MAX_PAYLOAD,
     Ack,
     ContractError,
-    Grant,
     Ladder,
-    LinkStats,
-    Message,
-    Rate,
     Reported,
     SourceReport,
     Status,
     Telemetry,
     Topics,
-    decode_command,
     decode_desired,
 )
-from flumph.jsonlimits import JsonLimitError, loads
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import watch_connection
 from flumph.settings import StreamSettings
@@ -103,47 +79,6 @@ HEARTBEAT_INTERVAL_S = 3600.0
 COMMAND_QUEUE = 8
 MAX_QUEUED_PUBLISHES = 32  # paho's outgoing queue while disconnected (QoS 1 only)
 STOP_PUBLISH_TIMEOUT_S = 3.0
-
-
-class CommandError(ValueError):
-    """A command the device understood but cannot carry out now; the message says why."""
-
-
-def salvage_command_id(payload: bytes) -> str:
-    """The ``id`` of a command that failed validation, if one can be read; else ""."""
-    try:
-        doc = loads(payload, "command", max_bytes=MAX_PAYLOAD, max_depth=MAX_DEPTH)
-    except JsonLimitError:
-        return ""
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= 64 else ""
-
-
-def compact(message: Message) -> bytes:
-    """JSON without the null fields: telemetry goes out every 5 s on a metered link."""
-    return message.model_dump_json(exclude_none=True).encode()
-
-
-def _measured(source: dict[str, Any]) -> bool:
-    """A forwarded source's report has its measured rates (10 s of packets, two keyframes)."""
-    return all(source.get(k) is not None for k in ("fps", "bitrate_kbps", "keyint_s"))
-
-
-def _grown(now: int, before: int) -> int:
-    """Growth of a counter that restarts from zero on each SRT connection."""
-    return now - before if now >= before else now
-
-
-@dataclass(frozen=True)
-class _Sample:
-    """Counters at the previous telemetry message, for the rates in the next one."""
-
-    at: float
-    streaming: bool
-    frames_sent: int = 0
-    lost: int = 0
-    bytes_sent: int = 0
-    bursts: int = 0
 
 
 class AgentControl:
@@ -186,26 +121,27 @@ class AgentControl:
         self._telemetry_due = 0.0
         self._budget_changed = False
         self._stopping = False
-        self._sample = _Sample(time.monotonic(), streaming=False)
+        self._sample = Sample(time.monotonic(), streaming=False)
         self._thread = threading.Thread(target=self._run, name="agent-control", daemon=True)
+        self.commands = Commands(self)
 
         t = self.topics
-        self._client = make_client(mqtt, client_id=f"flumph-dev-{self.device_id}")
-        self._client.will_set(
+        self.client = make_client(mqtt, client_id=f"flumph-dev-{self.device_id}")
+        self.client.will_set(
             t.status(self.device_id), Status(state="offline").payload(), qos=1, retain=True
         )
-        self._client.max_queued_messages_set(MAX_QUEUED_PUBLISHES)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = self._on_subscribe
+        self.client.max_queued_messages_set(MAX_QUEUED_PUBLISHES)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         watch_connection(
-            self._client, url=mqtt.url, host=mqtt.host, port=mqtt.port, log=log, flag="--mqtt"
+            self.client, url=mqtt.url, host=mqtt.host, port=mqtt.port, log=log, flag="--mqtt"
         )
         pipeline.on_fault = self._on_pipeline_fault
         # Every byte of the control connection counts against the data budget (mqttmeter.py).
         self.meter = MqttMeter(pipeline.usage, tls=mqtt.tls)
-        self.meter.attach(self._client)
+        self.meter.attach(self.client)
         self.budget = pipeline.budget
         self.budget.add_pending(self.meter.pending)
         self.budget.pollers.append(self.meter.poll)
@@ -218,8 +154,8 @@ class AgentControl:
         self.error = initial_error
         self._store_reported()
         self._thread.start()
-        self._client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
-        self._client.loop_start()
+        self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
+        self.client.loop_start()
         log.info(
             "MQTT %s as %s (keepalive %d s)", self.mqtt.url, self.device_id, self.mqtt.keepalive_s
         )
@@ -230,21 +166,21 @@ class AgentControl:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout_s)
-        if self._client.is_connected():
+        if self.client.is_connected():
             status = Status(state="offline").payload()
-            info = self._client.publish(
+            info = self.client.publish(
                 self.topics.status(self.device_id), status, qos=1, retain=True
             )
             try:
                 info.wait_for_publish(STOP_PUBLISH_TIMEOUT_S)
             except (RuntimeError, ValueError) as e:
                 log.warning("could not publish offline status: %s", e)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self.client.disconnect()
+        self.client.loop_stop()
 
     @property
     def connected(self) -> bool:
-        return bool(self._client.is_connected())
+        return bool(self.client.is_connected())
 
     # --- paho's network thread: sort, never block ----------------------------------------------
 
@@ -300,7 +236,7 @@ class AgentControl:
         try:
             parsed = self.topics.parse(message.topic)
         except ContractError as e:  # cmd/<unknown name> arrives through the cmd/+ filter
-            self._ack(salvage_command_id(payload), str(e))
+            self.ack(salvage_command_id(payload), str(e))
             return
         if parsed.device_id != self.device_id:
             return
@@ -316,7 +252,7 @@ class AgentControl:
                     self._cond.notify_all()
             if full:
                 busy = f"busy: {COMMAND_QUEUE} commands are already waiting; try again"
-                self._ack(salvage_command_id(payload), busy)
+                self.ack(salvage_command_id(payload), busy)
 
     # --- the control thread -------------------------------------------------------------------
 
@@ -344,11 +280,11 @@ class AgentControl:
                 if fault is not None:
                     self._report_fault(fault[0])
                 if budget_changed:
-                    self._follow_budget()
+                    self.follow_budget()
                 if desired is not None:
                     self._handle_desired(desired)
                 if command is not None:
-                    self._handle_command(*command)
+                    self.commands.handle(*command)
                 if time.monotonic() >= self._telemetry_due:
                     self._send_telemetry()
             except Exception:  # the control plane must outlive any one bad step
@@ -364,8 +300,8 @@ class AgentControl:
         if fault is None and self.error is not None and self.error != self._fault_reported:
             return  # recovered, but reported.error holds another problem: leave it
         self._fault_reported = fault
-        self._report(error=fault)
-        self._streaming_changed()
+        self.report(error=fault)
+        self.streaming_changed()
 
     def _handle_desired(self, payload: bytes) -> None:
         if not payload:
@@ -374,7 +310,7 @@ class AgentControl:
         try:
             desired = decode_desired(payload)
         except ContractError as e:
-            self._report(error=str(e))
+            self.report(error=str(e))
             return
         if self.applied_v is not None and desired.v <= self.applied_v:
             log.info("ignoring desired v%d: v%d is applied", desired.v, self.applied_v)
@@ -384,7 +320,7 @@ class AgentControl:
         try:
             settings = desired.apply_to(old)
         except ContractError as e:
-            self._report(error=str(e))
+            self.report(error=str(e))
             return
         changed = [
             k for k in StreamSettings.model_fields if getattr(old, k) != getattr(settings, k)
@@ -394,47 +330,14 @@ class AgentControl:
             self.pipeline.apply(settings)
         except Exception as e:  # whatever stops the device applying it: keep the old settings
             what = ", ".join(f"{k}={getattr(settings, k)!r}" for k in changed) or "settings"
-            self._report(error=f"desired v{desired.v}: cannot apply {what}: {e}")
+            self.report(error=f"desired v{desired.v}: cannot apply {what}: {e}")
             return
         self.applied_v = desired.v
         log.info("applied desired v%d (%s)", desired.v, ", ".join(changed) or "no change")
         self._fault_reported = self.pipeline.fault
-        self._report(error=self.pipeline.fault)  # a restart under way is still the device's error
+        self.report(error=self.pipeline.fault)  # a restart under way is still the device's error
         if self.pipeline.streaming != was_streaming:
-            self._streaming_changed()
-
-    def _handle_command(self, name: str, payload: bytes, retained: bool) -> None:
-        try:
-            command = decode_command(name, payload)
-        except ContractError as e:
-            command_id = salvage_command_id(payload)
-            note = "" if command_id else '; no id could be read, so this ack carries id ""'
-            self._ack(command_id, f"cmd/{name}: {e}{note}")
-            return
-        if retained:
-            self._ack(
-                command.id,
-                f"cmd/{name} was retained and is not executed: retained commands replay on every "
-                "reconnect; clear it with mosquitto_pub -r -n -t <topic>",
-            )
-            return
-        try:
-            if name == "keyframe":
-                self._keyframe()
-            elif name == "snapshot":
-                self._snapshot()
-            elif name == "restart":
-                self._restart()
-            elif name == "grant" and isinstance(command, Grant):
-                self._grant(command.mb)
-            else:  # the contract knows more commands than this agent
-                raise CommandError(f"this agent does not implement cmd/{name}")
-        except Exception as e:
-            if not isinstance(e, ValueError | OSError | RuntimeError):
-                log.exception("cmd/%s failed", name)
-            self._ack(command.id, f"cmd/{name} failed: {e}")
-            return
-        self._ack(command.id, None)
+            self.streaming_changed()
 
     def _on_budget_change(self) -> None:
         """From the budget watch: state, cap, limit or streaming changed; report on this thread."""
@@ -442,75 +345,25 @@ class AgentControl:
             self._budget_changed = True
             self._cond.notify_all()
 
-    def _follow_budget(self) -> None:
+    def follow_budget(self) -> None:
         was_streaming = self._reported_streaming
-        self._report(error=self.error)
+        self.report(error=self.error)
         if self.pipeline.streaming != was_streaming:
-            self._streaming_changed()
-
-    def _grant(self, mb: float) -> None:
-        self.budget.grant(mb)
-        self.pipeline.budget_resume()
-        self._follow_budget()
-
-    def _keyframe(self) -> None:
-        if not self.pipeline.streaming:
-            raise CommandError("not streaming: there is no stream to put a keyframe in")
-        self.pipeline.request_keyframe()
-
-    def _snapshot(self) -> None:
-        refusal = self.budget.refusal()
-        if refusal is not None:
-            raise CommandError(f"no snapshot: {refusal}")
-        frame = self.pipeline.snapshot_frame()
-        snap = encode_snapshot(
-            frame, max_width=self.snapshot_max_width, max_bytes=self.snapshot_max_bytes
-        )
-        if not self.connected:
-            raise CommandError("not connected to the broker")
-        topic = self.topics.snapshot(self.device_id)
-        cost = mqtt_publish_cost(len(topic.encode()), len(snap.data), tls=self.mqtt.tls)
-        if not self.budget.fits(cost):
-            raise CommandError(
-                f"no snapshot: its {len(snap.data)} bytes ({cost} on the wire) do not fit in "
-                "what is left of the data budget"
-            )
-        self.meter.charge_snapshot(len(topic.encode()), len(snap.data))
-        self._client.publish(topic, snap.data, qos=1, retain=True)
-        log.info(
-            "snapshot %dx%d %s, %d bytes (%s)",
-            snap.width, snap.height, snap.mime, len(snap.data), snap.encoder,
-        )  # fmt: skip
-
-    def _restart(self) -> None:
-        if not self.pipeline.streaming:
-            if self.pipeline.budget_blocked is not None:
-                raise CommandError(f"not streaming: {self.budget.refusal() or 'data budget'}")
-            log.info("restart: not streaming, nothing to restart")
-            return
-        self.pipeline.stop()
-        try:
-            self.pipeline.start()
-        except Exception as e:
-            self._report(error=f"restart: streaming did not start again: {e}")
-            self._streaming_changed()
-            raise
-        self._report(error=self.error)
-        self._streaming_changed()
+            self.streaming_changed()
 
     # --- publishing ---------------------------------------------------------------------------
 
-    def _ack(self, command_id: str, error: str | None) -> None:
+    def ack(self, command_id: str, error: str | None) -> None:
         if error is not None:
             log.warning("cmd %r refused: %s", command_id, error)
-        if self._client.is_connected():
+        if self.client.is_connected():
             ack = Ack(id=command_id, ok=error is None, error=error)
-            self._client.publish(self.topics.ack(self.device_id), ack.payload(), qos=1)
+            self.client.publish(self.topics.ack(self.device_id), ack.payload(), qos=1)
 
     def _store_reported(self) -> bytes:
         p = self.pipeline
         source = p.copy.report(time.monotonic()) if p.copy is not None else None
-        self._source_measured = source is None or _measured(source)
+        self._source_measured = source is None or measured(source)
         ladder = p.status().get("ladder")
         self._reported_ladder = ladder
         reported = Reported(
@@ -531,16 +384,16 @@ class AgentControl:
             self._reported_streaming = p.streaming
         return reported
 
-    def _report(self, *, error: str | None) -> None:
+    def report(self, *, error: str | None) -> None:
         self.error = error
         if error is not None:
             log.warning("reported error: %s", error)
         reported = self._store_reported()
-        if self._client.is_connected():
+        if self.client.is_connected():
             topic = self.topics.reported(self.device_id)
-            self._client.publish(topic, reported, qos=1, retain=True)
+            self.client.publish(topic, reported, qos=1, retain=True)
 
-    def _streaming_changed(self) -> None:
+    def streaming_changed(self) -> None:
         now = time.monotonic()
         streaming = self.pipeline.streaming
         self._sample = self._take_sample(now, streaming)
@@ -548,25 +401,11 @@ class AgentControl:
         with self._cond:
             self._telemetry_due = now + interval
 
-    def _take_sample(self, now: float, streaming: bool) -> _Sample:
-        s = self.pipeline.status()
-        return _Sample(
-            now,
-            streaming,
-            int(s["frames_sent"]),
-            int(s.get("srt_packets_lost_sent") or 0),
-            int(s.get("srt_bytes_sent") or 0),
-            int(s.get("srt_bursts_sent") or 0),
-        )
+    def _take_sample(self, now: float, streaming: bool) -> Sample:
+        return sample_of(self.pipeline.status(), now, streaming)
 
     def telemetry(self) -> Telemetry:
-        """What the next telemetry message says.
-
-        ``fps`` (frames sent) and ``srt.loss_pct`` cover the time since the previous message;
-        ``loss_pct`` is packets the receiver reported lost against data packets sent, estimated
-        from bytes and bursts. ``frames_dropped`` counts since streaming started and
-        ``srt.retransmits`` over the current SRT connection: totals survive a lost QoS 0 message.
-        """
+        """What the next telemetry message says (see :func:`.telemetry.streaming_telemetry`)."""
         now = time.monotonic()
         s = self.pipeline.status()
         usage = self.budget.usage_view()
@@ -579,47 +418,14 @@ class AgentControl:
             return Telemetry(
                 streaming=False, usage=usage, budget=budget, heartbeat_s=self.heartbeat_interval_s
             )
-        settings = self.pipeline.settings
-        fps = loss_pct = None
-        span = now - previous.at
-        # Rates over a short window are noise (see MIN_RATE_SPAN_S): unknown rather than wrong.
-        if previous.streaming and span >= MIN_RATE_SPAN_S:
-            fps = round((self._sample.frames_sent - previous.frames_sent) / span, 2)
-            # Data packets sent, estimated: full packets plus the partial last one of each burst.
-            sent = _grown(self._sample.bytes_sent, previous.bytes_sent) / PAYLOAD_SIZE
-            sent += _grown(self._sample.bursts, previous.bursts) / 2
-            lost = _grown(self._sample.lost, previous.lost)
-            loss_pct = round(100 * lost / (sent + lost), 2) if sent + lost > 0 else 0.0
-        dropped = sum(
-            int(s.get(k) or 0)
-            for k in ("frames_dropped_busy", "frames_dropped_offline", "frames_skipped_late")
-        )
-        link = None
-        if "srt_rtt_ms" in s:
-            link = LinkStats(
-                rtt_ms=s["srt_rtt_ms"], loss_pct=loss_pct, retransmits=s["srt_retransmitted"]
-            )
-        width, height = settings.width, settings.height
-        if "source" in s:  # forwarding: the size is the source's
-            width, height = s["source"]["width"], s["source"]["height"]
         if s.get("ladder") != self._reported_ladder:
-            self._report(error=self.error)  # the ladder is retained state: on reported
-        return Telemetry(
-            streaming=True,
-            rate=Rate.model_validate(s["rate"]) if s.get("rate") else None,
-            fps=fps,
-            bitrate_kbps=s["bitrate_kbps"],
-            encoder=s["encoder"],
-            width=width,
-            height=height,
-            frames_dropped=dropped,
-            srt=link,
-            usage=usage,
-            budget=budget,
+            self.report(error=self.error)  # the ladder is retained state: on reported
+        return streaming_telemetry(
+            s, self.pipeline.settings, previous, self._sample, usage=usage, budget=budget
         )
 
     def _send_telemetry(self) -> None:
-        if not self._client.is_connected():
+        if not self.client.is_connected():
             # Not measured while nobody hears it: the rates of the next message then cover the
             # time since the last one sent, not the moments between a discarded one and connect.
             interval = self.telemetry_interval_s
@@ -631,11 +437,11 @@ class AgentControl:
         with self._cond:
             self._telemetry_due = time.monotonic() + interval
         topic = self.topics.telemetry(self.device_id)
-        self._client.publish(topic, compact(message), qos=0)
+        self.client.publish(topic, compact(message), qos=0)
         copy = self.pipeline.copy
         if (
             not self._source_measured
             and copy is not None
-            and _measured(copy.report(time.monotonic()))
+            and measured(copy.report(time.monotonic()))
         ):
-            self._report(error=self.error)  # once per session: the source's measured rates
+            self.report(error=self.error)  # once per session: the source's measured rates

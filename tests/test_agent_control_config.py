@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flumph.agent.control import compact, salvage_command_id
+from flumph.agent.commands import salvage_command_id
 from flumph.agent.main import load_agent_config
 from flumph.agent.snapshot import SnapshotError, encode_snapshot, scaled_size
 from flumph.agent.sources import SyntheticSource
+from flumph.agent.telemetry import compact
 from flumph.config import ConfigError
 from flumph.control import Telemetry, Usage, decode
 from flumph.mqtt import DEFAULT_KEEPALIVE_S
