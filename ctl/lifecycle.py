@@ -20,7 +20,7 @@ from flumph.control import ContractError, Status, decode
 from flumph.lifecycle import UnknownDevice, forget_messages, provisioned_status
 
 if TYPE_CHECKING:
-    from flumph.ctl.main import Session
+    from flumph.ctl.session import Session
 
 # Retained messages follow the SUBACK at once; this is the wait for one that may not exist.
 RETAINED_WAIT_S = 1.0

@@ -26,7 +26,7 @@ START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 def _models() -> list[tuple[str, str, str, type[BaseModel]]]:
     from flumph.agent.main import AgentConfig
     from flumph.broker.config import BrokerSettings
-    from flumph.ctl.main import CtlConfig, CtlMqtt
+    from flumph.ctl.config import CtlConfig, CtlMqtt
     from flumph.dashboard.service import DashboardConfig, DashboardMqtt
     from flumph.ingest.service import IngestConfig, IngestMqtt
     from flumph.mqtt import MqttSettings

@@ -18,8 +18,8 @@ from flumph.agent.main import _parser as agent_parser
 from flumph.broker.config import BrokerSettings
 from flumph.broker.main import build_parser as broker_parser
 from flumph.clihelp import shown
-from flumph.ctl.main import RENAMED as CTL_RENAMED
-from flumph.ctl.main import CtlConfig, CtlMqtt
+from flumph.ctl.config import RENAMED as CTL_RENAMED
+from flumph.ctl.config import CtlConfig, CtlMqtt
 from flumph.ctl.main import _parser as ctl_parser
 from flumph.dashboard.main import build_parser as dashboard_parser
 from flumph.dashboard.service import DashboardConfig, DashboardMqtt

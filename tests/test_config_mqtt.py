@@ -11,7 +11,7 @@ import pytest
 
 from flumph import config
 from flumph.config import ConfigError
-from flumph.ctl.main import RENAMED, CtlConfig, CtlMqtt
+from flumph.ctl.config import RENAMED, CtlConfig, CtlMqtt
 from flumph.ctl.main import _config as ctl_config
 from flumph.ctl.main import _parser as ctl_parser
 from flumph.dashboard import main as dashboard

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from flumph.control import ContractError, Desired, Reported, Status
-from flumph.ctl.main import describe, parse_assignments, snapshot_extension
+from flumph.ctl.describe import describe, snapshot_extension
+from flumph.ctl.main import parse_assignments
 from flumph.dashboard.api import FeedClient, sync_state
 from flumph.dashboard.device_state import DeviceState, image_type
 from flumph.dashboard.fleet import Fleet, FleetOptions
