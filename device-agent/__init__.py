@@ -7,6 +7,12 @@ the MQTT device side, the data budget.
     encoders.py       encoder choice and low-delay encoding (PyAV)
     codecconfig.py    decoder configuration records for Matroska: av1C, hvcC, avcC
     pipeline.py       capture → encode → live Matroska → SRT, and live setting changes
+    encodeloop.py     the encode thread: encode, live Matroska, SRT send (a mixin of Pipeline)
+    pipelinestats.py  pure: the pipeline's counters, send rate, latency percentiles
+    rateloop.py       the rate loop: the encoder's target from the setting, the uplink, other caps
+    ratecontrol.py    pure: closed-loop rate control (bytes out and a clock in, decisions out)
+    linkestimate.py   pure: the uplink's capacity from SRT statistics
+    ladder.py         pure: the picture ladder below the bits-per-pixel floor
     codedsource.py    a camera's or file's own H.264/H.265/AV1 packets (PyAV)
     copydecision.py   pass through or transcode: the decision and its reason in words
     copyframes.py     pure: demuxed packets → what our live Matroska carries

@@ -34,7 +34,7 @@ from flumph.agent.watchdog import RestartPolicy, Watchdog
 from flumph.settings import StreamSettings
 
 if TYPE_CHECKING:
-    from flumph.agent.pipeline import PipelineStats
+    from flumph.agent.pipelinestats import PipelineStats
 
 log = logging.getLogger("flumph.agent.pipeline")
 

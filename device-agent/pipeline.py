@@ -14,9 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,60 +25,26 @@ from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
 from flumph.agent.codedsource import plan
 from flumph.agent.copydecision import SourceInfo
 from flumph.agent.copymode import CopyMode
+from flumph.agent.encodeloop import EncodeLoop
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
 from flumph.agent.passthrough import CopyWorker
+from flumph.agent.pipelinestats import PipelineStats, percentile
 from flumph.agent.rateloop import RateLimits, RateLoop
 from flumph.agent.sources import FrameSource, SourceError, open_source
 from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
 from flumph.agent.usage import UsageStore
 from flumph.agent.watchdog import Watchdog
-from flumph.media.matroska_writer import LiveMatroskaWriter, TrackInfo
 from flumph.settings import StreamSettings
 
 log = logging.getLogger("flumph.agent.pipeline")
 
 ENCODER_KEYS = ("codec", "bitrate_kbps", "width", "height", "fps", "keyint_s", "adapt_to_link")
-_LATENCY_SAMPLES = 2000
-_RATE_WINDOW_S = 10.0
-# A rate over less than this says nothing: right after a start, one keyframe over a few
-# milliseconds read as megabits per second (and one frame over 11 ms as 91.7 fps).
-MIN_RATE_SPAN_S = 1.0
-
-
-@dataclass
-class PipelineStats:
-    frames_encoded: int = 0
-    frames_sent: int = 0
-    frames_dropped_offline: int = 0  # captured while SRT was down (not encoded)
-    frames_skipped_rate: int = 0  # held back by the rate controller's gate (not encoded)
-    encoder_reopens: int = 0  # by the rate loop (target, trim or ladder)
-    documents: int = 0  # Matroska headers sent (connections + encoder changes)
-    packet_bytes: int = 0  # encoder output
-    written_bytes: int = 0  # Matroska bytes, headers included
-    header_bytes: int = 0
-    # encoder returned -> bytes handed to libsrt, ms (with N frames per burst, the last of each)
-    send_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
-    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))
-
-    def overhead_per_frame(self) -> float:
-        if not self.frames_sent:
-            return 0.0
-        return (self.written_bytes - self.header_bytes - self.packet_bytes) / self.frames_sent
-
-    def bitrate_kbps(self, now: float) -> float | None:
-        """Encoded bits per second over the last frames, or None until they span long enough."""
-        # list() copies in one C call: the encode thread appends while others read.
-        window = [(t, n) for t, n in list(self.recent) if now - t <= _RATE_WINDOW_S]
-        if len(window) < 2 or window[-1][0] - window[0][0] < MIN_RATE_SPAN_S:
-            return None
-        span = window[-1][0] - window[0][0]
-        return sum(n for _, n in window[1:]) * 8 / span / 1000
 
 
 SourceFactory = Callable[[StreamSettings], FrameSource]
 
 
-class Pipeline(CopyMode):
+class Pipeline(CopyMode, EncodeLoop):
     def __init__(
         self,
         *,
@@ -416,123 +380,6 @@ class Pipeline(CopyMode):
 
     # --- the encode thread --------------------------------------------------------------------
 
-    def _encode_loop(self, encoder: VideoEncoder) -> None:
-        try:
-            encoder = self._encode_frames(encoder)
-        except Exception as e:  # keep the process alive and say why streaming stopped
-            self.error = f"{type(e).__name__}: {e}"
-            log.exception("encode thread crashed")
-            return
-        encoder.close()
-
-    def _encode_frames(self, encoder: VideoEncoder) -> VideoEncoder:
-        assert self.publisher is not None
-        publisher = self.publisher
-        writer: LiveMatroskaWriter | None = None
-        writer_generation: int | None = None
-        capture_ms: dict[int, int] = {}
-        while not self._stop_encode.is_set():
-            captured = self._slot.get(timeout=0.2)
-            with self._swap_lock:
-                replacement, self._pending_encoder = self._pending_encoder, None
-            rate = self.rate
-            if replacement is not None:
-                encoder.close()
-                encoder, writer, capture_ms = replacement, None, {}
-                if rate is not None:
-                    rate.opened(encoder.name, encoder.settings, time.monotonic())
-            if captured is None:
-                continue
-            self.latest_capture = captured
-            if self._budget_hit.is_set():
-                continue  # no room left: encode nothing until the watch has stopped the stream
-            generation = publisher.generation()
-            if generation is None:
-                self.stats.frames_dropped_offline += 1
-                writer = None
-                continue
-            if generation != writer_generation:
-                writer = None
-            due = False
-            if rate is not None:
-                now = time.monotonic()
-                due = rate.keyframe_due(now)
-                wanted = rate.review(now, publisher.link_stats(), keyframe_due=due)
-                reopened = None
-                if wanted is not None:
-                    reopened = self._reopen(wanted, rate, now, encoder.settings)
-                if reopened is not None:
-                    encoder.close()
-                    encoder, writer, capture_ms = reopened, None, {}
-            force = writer is None or due or self._keyframe_requested.is_set()
-            if rate is not None and not rate.admit(time.monotonic(), forced=force):
-                self.stats.frames_skipped_rate += 1
-                continue
-            self._keyframe_requested.clear()
-            capture_ms[encoder.next_pts] = round((captured.monotonic - self._epoch) * 1000)
-            packets = encoder.encode(captured.frame, force_keyframe=force)
-            self.stats.frames_encoded += 1
-            for packet in packets:
-                timestamp = capture_ms.pop(packet.pts, None)
-                if timestamp is None:
-                    continue
-                new_document = writer is None
-                if writer is None:
-                    if not packet.keyframe:
-                        self._keyframe_requested.set()
-                        continue
-                    private = encoder.codec_private(packet.data)
-                    s = encoder.settings
-                    writer = LiveMatroskaWriter(
-                        TrackInfo(encoder.family, s.width, s.height, private, float(s.fps))
-                    )
-                    writer_generation = generation
-                    self.stats.documents += 1
-                    self.stats.header_bytes += writer.header_size
-                data = writer.write(timestamp, packet.keyframe, packet.data)
-                sent = publisher.send_frame(data, generation, new_document=new_document)
-                now = time.monotonic()
-                if not sent:
-                    if publisher.budget_refused:
-                        self._budget_hit.set()
-                    writer = None
-                    continue
-                if rate is not None:
-                    rate.sent(now, len(data), packet.keyframe)
-                self.stats.send_latency_ms.append((now - packet.encoded_at) * 1000)
-                self.stats.frames_sent += 1
-                self.stats.packet_bytes += len(packet.data)
-                self.stats.written_bytes += len(data)
-                self.stats.recent.append((now, len(packet.data)))
-            if len(capture_ms) > 64:  # an encoder that drops frames must not grow this
-                for pts in sorted(capture_ms)[:-64]:
-                    del capture_ms[pts]
-        return encoder
-
-    def _reopen(
-        self, wanted: StreamSettings, rate: RateLoop, now: float, old: StreamSettings
-    ) -> VideoEncoder | None:
-        """A new encoder at the rate loop's wish (new setpoint or ladder rung), on this thread
-        (opening takes 2-13 ms here); None keeps the old one."""
-        try:
-            choice = self.selector.open(wanted)
-        except Exception as e:  # keep streaming with the encoder we have
-            log.warning("rate loop: cannot reopen the encoder at %s: %s", _describe(wanted), e)
-            rate.open_failed(now)
-            return None
-        self._remember_choice(choice)
-        capture = self._capture
-        if capture is not None and (wanted.width, wanted.height, wanted.fps) != (
-            old.width,
-            old.height,
-            old.fps,
-        ):
-            capture.set_format(wanted.width, wanted.height, wanted.fps)
-        rate.opened(choice.encoder.name, choice.encoder.settings, now)
-        self.stats.encoder_reopens += 1
-        log.info("rate loop: encoder reopened at %s", _describe(wanted))
-        return choice.encoder
-
     # --- reporting ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -553,8 +400,8 @@ class Pipeline(CopyMode):
             "encoder_reopens": self.stats.encoder_reopens,
             "bitrate_kbps": round(bitrate, 1) if bitrate is not None else None,
             "container_overhead_bytes_per_frame": round(self.stats.overhead_per_frame(), 2),
-            "send_latency_ms_p50": _percentile(latencies, 0.5),
-            "send_latency_ms_p99": _percentile(latencies, 0.99),
+            "send_latency_ms_p50": percentile(latencies, 0.5),
+            "send_latency_ms_p99": percentile(latencies, 0.99),
             "usage_month": usage.month,
             "usage_wire_bytes_sent": usage.wire_bytes_sent,
             "usage_wire_bytes_received": usage.wire_bytes_received,
@@ -589,13 +436,3 @@ class Pipeline(CopyMode):
         if self.copy is not None:
             doc.update(self.copy.status(now))
         return doc
-
-
-def _describe(s: StreamSettings) -> str:
-    return f"{s.bitrate_kbps} kbit/s {s.width}x{s.height} {s.fps} fps"
-
-
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return round(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))], 3)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flumph.agent.pipeline import MIN_RATE_SPAN_S, PipelineStats
+from flumph.agent.pipelinestats import MIN_RATE_SPAN_S, PipelineStats
 from flumph.control import Topics
 from flumph.dashboard.api import device_view
 from flumph.dashboard.fleet import Fleet
