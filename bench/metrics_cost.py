@@ -22,9 +22,10 @@ import timeit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from flumph.ingest.hub import Hub, MediaInit
+from flumph.ingest.hub import Hub
 from flumph.ingest.latency import BUCKETS_S, LatencyHistogram
 from flumph.ingest.metrics import IngestMetrics
+from flumph.ingest.stream import MediaInit
 from flumph.service.metrics import registry_of
 
 INIT = MediaInit('video/mp4; codecs="av01.0.04M.08"', b"init", "av1", 640, 360)

@@ -19,8 +19,10 @@ from flumph import auth
 
 from . import relay_protocol as rp
 from .admission import Admission, WaitTicket
-from .hub import Hub, HubError, Stream, Viewer
+from .hub import Hub, HubError
 from .still import send_still
+from .stream import Stream
+from .viewer import Viewer
 from .ws_direct import frame_sink
 
 log = logging.getLogger("flumph.ingest.api")

@@ -1,4 +1,4 @@
-"""Streams, viewers and the fan-out between them.
+"""Streams, viewers and the fan-out between them: the streams by id, who publishes, who watches.
 
 Publishers (an SRT demux thread or a WebSocket streamer) hand the hub finished items: an init
 segment with its mime type, or one fMP4 fragment per frame, or an opaque binary frame from a
@@ -12,6 +12,9 @@ its frames are no longer queued but written at once to its transport, the WebSoc
 fragment built once for all such viewers; the transport's write buffer stands in for the queue
 (past ``max_buffered_bytes`` the viewer skips to the next keyframe, counted and told the same way).
 
+One stream and its fan-out: :mod:`.stream`; one viewer, its queue and its skip policy:
+:mod:`.viewer`.
+
 Membership (which ids exist, who publishes) is guarded by a lock because SRT connections arrive on
 libsrt's threads; everything that touches viewers runs on the event loop.
 """
@@ -19,7 +22,6 @@ libsrt's threads; everything that touches viewers runs on the event loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import secrets
@@ -27,371 +29,18 @@ import string
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
 
 from .keyframes import JOIN_GOP_S, JOIN_WAIT_S
-from .latency import LatencyHistogram
-from .wsframe import binary_frame, text_frame
+from .stream import Source, Stream
+from .viewer import FrameSink, Viewer
 
 log = logging.getLogger("flumph.ingest.hub")
 
-Source = Literal["srt", "ws"]
-QueueItem = tuple[bytes | str, float] | None
 ID_ALPHABET = string.ascii_letters + string.digits
-
-# The GOP cache is what makes a late joiner see a picture at once; a publisher with an absurd
-# keyframe interval must not turn it into a memory leak, so past these limits caching pauses until
-# the next keyframe (late joiners then wait for it, as they would without a cache).
-GOP_CACHE_MAX_FRAMES = 1200
-GOP_CACHE_MAX_BYTES = 16 * 1024 * 1024
-# A direct viewer's write buffer may hold its queue's worth of average frames plus the GOP it was
-# sent on joining, and never less than this.
-DIRECT_MIN_BUFFER_BYTES = 256 * 1024
-_UNKNOWN_FRAME_BYTES = 16 * 1024  # the average frame, before a stream has any
-
-
-class FrameSink(Protocol):
-    """Where a direct viewer's pre-built WebSocket frames go (see ws_direct.TransportSink)."""
-
-    def write(self, frame: bytes) -> bool: ...
-
-    def buffered(self) -> int: ...
 
 
 class HubError(Exception):
     """A request the hub refuses; the message is sent to the client as is."""
-
-
-@dataclass(frozen=True)
-class MediaInit:
-    mime: str
-    data: bytes
-    codec: str
-    width: int
-    height: int
-
-
-@dataclass
-class RateMeter:
-    """Frames and bytes per second over a sliding window, for /api/streams."""
-
-    window_s: float = 5.0
-    _events: collections.deque[tuple[float, int]] = field(
-        default_factory=lambda: collections.deque(maxlen=4096)
-    )
-
-    def add(self, size: int, now: float) -> None:
-        self._events.append((now, size))
-
-    def rates(self, now: float) -> tuple[float, float]:
-        while self._events and now - self._events[0][0] > self.window_s:
-            self._events.popleft()
-        if len(self._events) < 2:
-            return 0.0, 0.0
-        span = max(now - self._events[0][0], 1e-3)
-        fps = (len(self._events) - 1) / span
-        bits = sum(s for _, s in list(self._events)[1:]) * 8
-        return fps, bits / span / 1000.0
-
-
-class Viewer:
-    """One subscribed WebSocket; its sender task drains a bounded queue."""
-
-    def __init__(self, stream_id: str, queue_frames: int) -> None:
-        self.stream_id = stream_id
-        # Items: (payload, t_in) where t_in is when the frame's last byte reached the ingest
-        # (0 for control messages); None ends the sender.
-        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=queue_frames)
-        self.waiting_for_keyframe = False
-        # Joined a long cached GOP and waits for the fresh keyframe asked of the device: frames
-        # before it are not drops, the cache comes instead if it does not (ingest/keyframes.py).
-        self.awaiting_fresh_keyframe = False
-        self.dropped_total = 0
-        self._dropped_pending = 0
-        self.skips = 0
-        self.sink: FrameSink | None = None  # direct: frames go to the transport, not the queue
-        self.max_buffered_bytes = 0
-        self._dropping = False
-
-    def go_direct(self, sink: FrameSink, max_buffered_bytes: int) -> None:
-        """From now on write frames to ``sink``; what is queued goes first, in order."""
-        pending: list[QueueItem] = []
-        while not self.queue.empty():
-            pending.append(self.queue.get_nowait())
-        self.sink = sink
-        self.max_buffered_bytes = max_buffered_bytes
-        for item in pending:
-            if item is None:
-                self.queue.put_nowait(None)  # ended meanwhile: the sender closes
-                return
-            payload = item[0]
-            sink.write(text_frame(payload) if isinstance(payload, str) else binary_frame(payload))
-
-    def _before_fresh_keyframe(self, keyframe: bool | None) -> bool:
-        """A frame before the fresh keyframe this viewer waits for: skipped, not a loss."""
-        if not self.awaiting_fresh_keyframe:
-            return False
-        if not keyframe:
-            return True
-        self.awaiting_fresh_keyframe = False
-        return False
-
-    def write_media(self, item: bytes, keyframe: bool | None, frame: bytes | None = None) -> bool:
-        """A direct viewer's frame: written (True), or dropped by the skip policy. ``frame`` is
-        ``item`` already framed, shared by every viewer."""
-        sink = self.sink
-        assert sink is not None
-        if self._before_fresh_keyframe(keyframe):
-            return False
-        if self.waiting_for_keyframe and keyframe is False:
-            self._count_drop(1)
-            return False
-        if sink.buffered() > self.max_buffered_bytes:
-            self._count_drop(1)
-            if not self._dropping:
-                self._dropping = True
-                self.skips += 1
-            # Opaque streams (keyframe None) have no keyframe to wait for: resume with any frame.
-            self.waiting_for_keyframe = keyframe is not None
-            return False
-        self.waiting_for_keyframe = False
-        self._dropping = False
-        if self._dropped_pending:
-            log.warning(
-                "viewer of %s was too slow, discarded %d frames",
-                self.stream_id,
-                self._dropped_pending,
-            )
-            notice = json.dumps({"type": "skipped", "dropped": self._dropped_pending})
-            self._dropped_pending = 0
-            sink.write(text_frame(notice))
-        return sink.write(frame if frame is not None else binary_frame(item))
-
-    def offer(self, item: bytes, keyframe: bool | None, t_in: float = 0.0) -> None:
-        """Queue a frame; ``keyframe`` None means the stream is opaque (no keyframes known)."""
-        if self._before_fresh_keyframe(keyframe):
-            return
-        if self.sink is not None:
-            self.write_media(item, keyframe)
-            return
-        if self.waiting_for_keyframe:
-            if keyframe is False:
-                self._count_drop(1)
-                return
-            self.waiting_for_keyframe = False
-            if self._dropped_pending:
-                notice = json.dumps({"type": "skipped", "dropped": self._dropped_pending})
-                self._dropped_pending = 0
-                self._put_or_overflow(notice, keyframe, 0.0)
-        self._put_or_overflow(item, keyframe, t_in)
-
-    def offer_control(self, text: str) -> None:
-        """Control messages (media/ended) must arrive even at a slow viewer: make room for them."""
-        if self.sink is not None:
-            self.sink.write(text_frame(text))
-            return
-        if self.queue.full():
-            self._flush_queue()
-            self.waiting_for_keyframe = True
-        self.queue.put_nowait((text, 0.0))
-
-    def offer_init(self, init: MediaInit) -> None:
-        self.offer_control(json.dumps({"type": "media", "mime": init.mime}))
-        if self.sink is not None:
-            self.sink.write(binary_frame(init.data))
-            return
-        if self.queue.full():
-            self._flush_queue()
-            self.waiting_for_keyframe = True
-        self.queue.put_nowait((init.data, 0.0))
-
-    def close(self) -> None:
-        """Ask the sender to finish after what is queued (None is the sentinel)."""
-        if self.queue.full():
-            self._flush_queue()
-        self.queue.put_nowait(None)
-
-    def _put_or_overflow(self, item: bytes | str, keyframe: bool | None, t_in: float) -> None:
-        try:
-            self.queue.put_nowait((item, t_in))
-        except asyncio.QueueFull:
-            dropped = self._flush_queue() + 1
-            self.skips += 1
-            self._count_drop(dropped)
-            if keyframe is None:
-                # Opaque stream: no keyframe to resume at; carry on with the next frame.
-                notice = json.dumps({"type": "skipped", "dropped": self._dropped_pending})
-                self.queue.put_nowait((notice, 0.0))
-                self._dropped_pending = 0
-            else:
-                self.waiting_for_keyframe = True
-            log.warning("viewer of %s is too slow, discarding %d frames", self.stream_id, dropped)
-
-    def _flush_queue(self) -> int:
-        n = 0
-        while not self.queue.empty():
-            item = self.queue.get_nowait()
-            if item is not None and isinstance(item[0], bytes):
-                n += 1
-        return n
-
-    def _count_drop(self, n: int) -> None:
-        self.dropped_total += n
-        self._dropped_pending += n
-
-
-class Stream:
-    def __init__(self, stream_id: str, source: Source | None) -> None:
-        self.id = stream_id
-        # None: created by a viewer waiting for a device that is not publishing yet.
-        self.source: Source | None = source
-        self.created = time.monotonic()
-        self.viewers: set[Viewer] = set()
-        self.init: MediaInit | None = None
-        self.gop: list[bytes] = []
-        self.gop_started = 0.0  # time.monotonic() of the cached keyframe
-        self._gop_bytes = 0
-        self._gop_caching = True
-        self.publisher_connected = False
-        self.publisher_token = 0
-        self.ended = False
-        self.frames = 0
-        self.bytes = 0
-        self.meter = RateMeter()
-        self.grace_handle: asyncio.TimerHandle | None = None
-        # Frame in (last SRT byte) -> written to a viewer's WebSocket, seconds; bounded sample.
-        self.added_latency: collections.deque[float] = collections.deque(maxlen=2048)
-        self.latency = LatencyHistogram()  # the same, every frame, for /metrics
-        self.dropped_by_departed = 0  # frames skipped for viewers that have left
-
-    def record_latency(self, seconds: float) -> None:
-        self.added_latency.append(seconds)
-        self.latency.observe(seconds)
-
-    @property
-    def viewer_frames_dropped(self) -> int:
-        """Frames skipped for slow viewers since the stream began, departed viewers included."""
-        return self.dropped_by_departed + sum(v.dropped_total for v in self.viewers)
-
-    # --- called on the event loop by publishers -------------------------------------------------
-    def publish_init(self, init: MediaInit) -> None:
-        changed = self.init is None or self.init.data != init.data
-        self.init = init
-        self.gop = []
-        self._gop_bytes = 0
-        if changed:
-            for v in self.viewers:
-                v.offer_init(init)
-
-    def publish_fragment(self, data: bytes, keyframe: bool, t_in: float = 0.0) -> None:
-        now = time.monotonic()
-        self.frames += 1
-        self.bytes += len(data)
-        self.meter.add(len(data), now)
-        if keyframe:
-            self.gop = [data]
-            self.gop_started = now
-            self._gop_bytes = len(data)
-            self._gop_caching = True
-        elif self._gop_caching and self.gop:
-            if (
-                len(self.gop) >= GOP_CACHE_MAX_FRAMES
-                or self._gop_bytes + len(data) > GOP_CACHE_MAX_BYTES
-            ):
-                self._gop_caching = False
-                self.gop = []
-                self._gop_bytes = 0
-            else:
-                self.gop.append(data)
-                self._gop_bytes += len(data)
-        frame: bytes | None = None
-        written = False
-        for v in self.viewers:
-            if v.sink is None:
-                v.offer(data, keyframe, t_in)
-                continue
-            if frame is None:
-                frame = binary_frame(data)  # once, for every direct viewer
-            written = v.write_media(data, keyframe, frame) or written
-        if written and t_in:
-            # The last direct viewer's write: the most this fragment waited.
-            self.record_latency(time.monotonic() - t_in)
-
-    def publish_opaque(self, data: bytes) -> None:
-        now = time.monotonic()
-        self.frames += 1
-        self.bytes += len(data)
-        self.meter.add(len(data), now)
-        frame: bytes | None = None
-        for v in self.viewers:
-            if v.sink is None:
-                v.offer(data, None)
-                continue
-            if frame is None:
-                frame = binary_frame(data)
-            v.write_media(data, None, frame)
-
-    def direct_buffer_limit(self, queue_frames: int) -> int:
-        """The write-buffer bytes a direct viewer may hold before it skips: its queue's worth of
-        this stream's average frames, plus the cached GOP it is sent on joining."""
-        average = self.bytes // self.frames if self.frames else _UNKNOWN_FRAME_BYTES
-        return max(DIRECT_MIN_BUFFER_BYTES, (queue_frames + 4) * average + self._gop_bytes)
-
-    # --- viewers --------------------------------------------------------------------------------
-    def attach(self, viewer: Viewer, *, fresh: bool = False) -> None:
-        """Start a viewer at the live edge: init segment and the current GOP at once, or with
-        ``fresh`` the init segment only, the next keyframe being on its way."""
-        if self.init is not None:
-            viewer.offer_init(self.init)
-            if fresh:
-                viewer.awaiting_fresh_keyframe = True
-            else:
-                self.offer_cache(viewer)
-        self.viewers.add(viewer)
-
-    def offer_cache(self, viewer: Viewer) -> None:
-        viewer.awaiting_fresh_keyframe = False
-        for i, frag in enumerate(self.gop):
-            viewer.offer(frag, i == 0)
-
-    def cache_if_still_waiting(self, viewer: Viewer) -> None:
-        """The fresh keyframe did not come in time: the cache it is."""
-        if viewer.awaiting_fresh_keyframe and viewer in self.viewers and not self.ended:
-            self.offer_cache(viewer)
-
-    def info(self) -> dict[str, object]:
-        now = time.monotonic()
-        fps, kbps = self.meter.rates(now)
-        init = self.init
-        return {
-            "id": self.id,
-            "source": self.source,
-            "codec": init.codec if init else None,
-            "mime": init.mime if init else None,
-            "width": init.width if init else None,
-            "height": init.height if init else None,
-            "size": f"{init.width}x{init.height}" if init else None,
-            "fps": round(fps, 2),
-            "bitrate_kbps": round(kbps, 1),
-            "viewers": len(self.viewers),
-            "uptime_s": round(now - self.created, 1),
-            "publishing": self.publisher_connected,
-            "frames": self.frames,
-            "viewer_frames_dropped": sum(v.dropped_total for v in self.viewers),
-            "added_latency_ms": _percentiles_ms(self.added_latency),
-        }
-
-
-def _percentiles_ms(samples: collections.deque[float]) -> dict[str, float] | None:
-    if not samples:
-        return None
-    xs = sorted(samples)
-
-    def pct(p: float) -> float:
-        return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000.0, 3)
-
-    return {"p50": pct(0.50), "p99": pct(0.99), "max": round(xs[-1] * 1000.0, 3)}
 
 
 class Hub:

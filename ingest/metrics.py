@@ -22,8 +22,9 @@ from prometheus_client.metrics_core import (
 
 from flumph import srt
 
-from .hub import Hub, Stream
+from .hub import Hub
 from .srt_ingest import SrtIngest
+from .stream import Stream
 
 MAX_SERIES = 1000  # labelled streams; MAX_STREAMS is 100 by default
 

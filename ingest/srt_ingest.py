@@ -32,8 +32,9 @@ from .demux import (
     LiveDemuxer,
 )
 from .handoff import LoopHandoff
-from .hub import Hub, HubError, MediaInit, Stream
+from .hub import Hub, HubError
 from .mkv_demux import MatroskaDemux
+from .stream import MediaInit, Stream
 
 log = logging.getLogger("flumph.ingest.srt")
 

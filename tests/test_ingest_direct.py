@@ -10,7 +10,8 @@ import json
 import pytest
 from websockets.frames import Frame, Opcode
 
-from flumph.ingest.hub import DIRECT_MIN_BUFFER_BYTES, Hub, MediaInit
+from flumph.ingest.hub import Hub
+from flumph.ingest.stream import DIRECT_MIN_BUFFER_BYTES, MediaInit
 from flumph.ingest.wsframe import binary_frame, text_frame
 
 INIT = MediaInit('video/mp4; codecs="av01.0.04M.08"', b"INIT", "av1", 320, 240)

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from flumph.ingest.hub import Hub, HubError, MediaInit
+from flumph.ingest.hub import Hub, HubError
+from flumph.ingest.stream import MediaInit
 
 INIT = MediaInit('video/mp4; codecs="av01.0.04M.08"', b"INIT", "av1", 320, 240)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flumph.ingest.hub import Hub, MediaInit
+from flumph.ingest.hub import Hub
 from flumph.ingest.latency import BUCKETS_S, LatencyHistogram
 from flumph.ingest.metrics import IngestMetrics
+from flumph.ingest.stream import MediaInit
 from flumph.service.metrics import registry_of
 
 
