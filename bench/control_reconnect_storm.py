@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import REPO_DIR, format_table, machine_note, write_json
 from bench.control_common import free_port, percentile, wait_listening, work_dir
+from bench.report import REPO_DIR, format_table, machine_note, write_json
 from flumph.mqtt import MqttSettings, make_client
 
 PER_WORKER = 250

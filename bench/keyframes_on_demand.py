@@ -41,8 +41,9 @@ import av
 import numpy as np
 import websockets
 
-from bench.agent_common import OUT_DIR, format_table, machine_note, synthetic_frames, write_json
+from bench.clips import synthetic_frames
 from bench.rate_common import free_port, start_ingest
+from bench.report import OUT_DIR, format_table, machine_note, write_json
 from flumph.agent.encoders import SOFTWARE, EncoderSelector
 from flumph.agent.sources import read_stamp
 from flumph.settings import StreamSettings

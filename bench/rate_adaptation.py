@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.agent_common import OUT_DIR, format_table, machine_note, write_json
 from bench.linkproxy import capacity_at, parse_schedule
 from bench.rate_common import Run, start_ingest, stream_through_proxy
 from bench.rate_viewer import Viewer, ViewerLog
+from bench.report import OUT_DIR, format_table, machine_note, write_json
 from flumph.settings import StreamSettings
 
 

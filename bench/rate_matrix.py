@@ -32,8 +32,8 @@ from typing import Any
 import av
 from av.video.frame import PictureType
 
-from bench.agent_common import OUT_DIR, format_table, machine_note, write_json
 from bench.rate_common import start_ingest, stream_through_proxy
+from bench.report import OUT_DIR, format_table, machine_note, write_json
 from flumph.agent.encoders import SOFTWARE, SVT_PRESET
 from flumph.agent.sources import SyntheticSource
 from flumph.settings import StreamSettings
