@@ -3,7 +3,7 @@
 This package is the core: what more than one component speaks, and nothing else. It imports no
 component and no web framework (tests/test_layout.py checks).
 
-    control.py    the MQTT contract: topics and messages (tolerant readers, strict requests)
+    control/      the MQTT contract: wire basics, topics, patches (strict), messages (tolerant)
     settings.py   the stream settings a device can be told to have
     mqtt.py       the one MQTT settings model and a configured paho client
     mqttwatch.py  why an MQTT client is not connected, said as it happens
