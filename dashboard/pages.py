@@ -4,8 +4,9 @@
 |-----------------------------|---------------------------------------------------------------|
 | ``GET /``                   | the dashboard page (``/login`` first when a password is set)  |
 | ``GET /login``              | the login form                                                |
-| ``GET /static/{name}``      | the page's modules and style; ``player.js`` is the shared     |
-|                             | player of ``flumph/web`` (the ingest's ``/view/{id}`` uses it)|
+| ``GET /static/{name}``      | the page's modules and style; ``player.js`` (and the modules  |
+|                             | it imports) is the shared player of ``flumph/web`` (the       |
+|                             | ingest's ``/view/{id}`` uses it)                              |
 | ``POST /api/login``         | JSON ``{"password"}`` → ``{"token","csrf","expires_in"}`` +   |
 |                             | cookie; a form post → cookie + redirect to ``/``              |
 | ``POST /api/logout``        | clears the cookie                                             |
@@ -50,8 +51,10 @@ OPEN_BANNER = "open: no password set"
 def _static(name: str) -> Traversable | None:
     if not STATIC_NAME_RE.fullmatch(name):
         return None
-    # One player for the ingest's preview page and the dashboard: served from the core's files.
-    path = SHARED_WEB / name if name == "player.js" else STATIC / name
+    # One player for the ingest's preview page and the dashboard: its modules (player.js and
+    # what it imports) are served from the core's files.
+    shared = SHARED_WEB / name
+    path = shared if name.endswith(".js") and shared.is_file() else STATIC / name
     return path if path.is_file() else None
 
 

@@ -265,8 +265,10 @@ async def _serve_viewer(ws: WebSocket, stream: Stream, view: Viewer) -> None:
 def add_preview_routes(app: FastAPI) -> None:
     """A bare player page per stream, served from the shared web assets."""
     web = resources.files("flumph") / "web"
-    # Read once here, not per request: file reads would block the event loop.
-    assets = {name: (web / name).read_text(encoding="utf-8") for name in ("player.js", "view.html")}
+    # Read once here, not per request: file reads would block the event loop. The player's
+    # modules: player.js and the modules it imports.
+    names = ["view.html", *(p.name for p in web.iterdir() if p.name.endswith(".js"))]
+    assets = {name: (web / name).read_text(encoding="utf-8") for name in names}
 
     @app.get("/view/{stream_id}")
     async def preview(stream_id: str) -> HTMLResponse:

@@ -6,7 +6,7 @@
 // drawn once into a canvas; the result is a JPEG object URL the card shows like a snapshot.
 
 import { viewerUrl } from "./api.js";
-import { canPlay, codecLabel } from "./player.js";
+import { canPlay, codecLabel } from "./codecs.js";
 
 const ANSWER_TIMEOUT_MS = 8000;
 const DECODE_TIMEOUT_MS = 5000;

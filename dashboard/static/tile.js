@@ -7,7 +7,8 @@
 // camera starts on demand; closing it ends the subscription, and the backend stops the camera
 // after its linger when nobody else watches.
 
-import { FlumphPlayer, unsupportedHint } from "./player.js";
+import { unsupportedHint } from "./codecs.js";
+import { FlumphPlayer } from "./player.js";
 import { viewerUrl } from "./api.js";
 
 const STATE_TEXT = {

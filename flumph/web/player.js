@@ -26,6 +26,9 @@
 // requestVideoFrameCallback presents a frame, arrival -> display is the delay added in the
 // browser. What came before (capture, encode, SRT latency) is not visible here.
 
+import { canPlay, codecLabel } from "./codecs.js";
+import { fragmentDecodeTime, initTimescale } from "./fmp4read.js";
+
 // Lag held (buffered end - playhead, measured right after an append): one frame interval plus
 // a margin for arrival jitter, at least 0.1 s; every stall adds STALL_BACKOFF_S (a jittery link
 // or a busy machine), which then wears off by LAG_DECAY_S every 10 s without one.
@@ -42,80 +45,6 @@ const STALL_AFTER_MS = 1500; // no new frame for this long while data flows: sho
 const ARRIVALS_KEPT = 256;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 5000;
-
-export function codecLabel(mime) {
-  const m = /codecs="?([a-z0-9]+)/i.exec(mime || "");
-  if (!m) return "unknown";
-  const tag = m[1].toLowerCase();
-  if (tag === "av01") return "AV1";
-  if (tag === "hvc1" || tag === "hev1") return "H.265";
-  if (tag === "avc1" || tag === "avc3") return "H.264";
-  return tag;
-}
-
-// What to do about a codec this browser refuses (measured: Chromium has no software H.265).
-export function unsupportedHint(codec) {
-  if (codec === "H.265") {
-    return "Chromium and Firefox decode H.265 only with a hardware decoder, and this machine "
-      + "has none; switch the camera to AV1 (codec = av1), or watch in Safari or Edge with "
-      + "hardware decoding.";
-  }
-  return "This browser's Media Source Extensions refuse this codec; AV1 and H.264 play "
-    + "almost everywhere.";
-}
-
-export function canPlay(mime) {
-  return Boolean(window.MediaSource && MediaSource.isTypeSupported(mime));
-}
-
-// Walks ISO-BMFF boxes: [offset, end) of the first box of `type` inside [start, end).
-function findBox(view, start, end, type) {
-  let pos = start;
-  while (pos + 8 <= end) {
-    let size = view.getUint32(pos);
-    const name = String.fromCharCode(
-      view.getUint8(pos + 4), view.getUint8(pos + 5), view.getUint8(pos + 6), view.getUint8(pos + 7),
-    );
-    let header = 8;
-    if (size === 1 && pos + 16 <= end) {
-      size = Number(view.getBigUint64(pos + 8));
-      header = 16;
-    } else if (size === 0) {
-      size = end - pos;
-    }
-    if (size < header || pos + size > end) return null;
-    if (name === type) return [pos + header, pos + size];
-    pos += size;
-  }
-  return null;
-}
-
-function findPath(buf, path) {
-  const view = new DataView(buf);
-  let range = [0, buf.byteLength];
-  for (const type of path) {
-    range = findBox(view, range[0], range[1], type);
-    if (!range) return null;
-  }
-  return [view, range[0]];
-}
-
-// The media timescale of an init segment (moov/trak/mdia/mdhd), or null.
-export function initTimescale(buf) {
-  const hit = findPath(buf, ["moov", "trak", "mdia", "mdhd"]);
-  if (!hit) return null;
-  const [view, at] = hit;
-  const version = view.getUint8(at);
-  return view.getUint32(at + (version === 1 ? 20 : 12));
-}
-
-// The decode time (tfdt) of a media fragment, in timescale units, or null.
-export function fragmentDecodeTime(buf) {
-  const hit = findPath(buf, ["moof", "traf", "tfdt"]);
-  if (!hit) return null;
-  const [view, at] = hit;
-  return view.getUint8(at) === 1 ? Number(view.getBigUint64(at + 4)) : view.getUint32(at + 4);
-}
 
 export class FlumphPlayer {
   // wsUrl: a string, or a function returning one (or a promise of one) before every connect,
