@@ -9,6 +9,7 @@ the MQTT device side, the data budget.
     pipeline.py       capture → encode → live Matroska → SRT, and live setting changes
     encodeloop.py     the encode thread: encode, live Matroska, SRT send (a mixin of Pipeline)
     pipelinestats.py  pure: the pipeline's counters, send rate, latency percentiles
+    pipelinebudget.py the pipeline as the data budget drives it: stop, resume, pace (a mixin)
     rateloop.py       the rate loop: the encoder's target from the setting, the uplink, other caps
     ratecontrol.py    pure: closed-loop rate control (bytes out and a clock in, decisions out)
     linkestimate.py   pure: the uplink's capacity from SRT statistics
@@ -19,6 +20,7 @@ the MQTT device side, the data budget.
     copymode.py       the pipeline's copy mode (a mixin of Pipeline)
     passthrough.py    the copy path: coded source → live Matroska → SRT, no decoder or encoder
     watchdog.py       a worker thread that ends while the device should stream is reported
+    threadpolicy.py   every thread of the agent on the normal scheduler (SVT-AV1 sets SCHED_FIFO)
     transport.py      SRT push: live-mode caller, reconnect with jittered backoff
     control.py        the MQTT session: presence, the desired/reported shadow, when to publish
     commands.py       one-shot commands (keyframe, snapshot, restart, grant), carried out and acked

@@ -28,6 +28,7 @@ from flumph.agent.copymode import CopyMode
 from flumph.agent.encodeloop import EncodeLoop
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
 from flumph.agent.passthrough import CopyWorker
+from flumph.agent.pipelinebudget import BudgetDriven
 from flumph.agent.pipelinestats import PipelineStats, percentile
 from flumph.agent.rateloop import RateLimits, RateLoop
 from flumph.agent.sources import FrameSource, SourceError, open_source
@@ -44,7 +45,7 @@ ENCODER_KEYS = ("codec", "bitrate_kbps", "width", "height", "fps", "keyint_s", "
 SourceFactory = Callable[[StreamSettings], FrameSource]
 
 
-class Pipeline(CopyMode, EncodeLoop):
+class Pipeline(CopyMode, EncodeLoop, BudgetDriven):
     def __init__(
         self,
         *,
@@ -339,44 +340,6 @@ class Pipeline(CopyMode, EncodeLoop):
             stale, self._pending_encoder = self._pending_encoder, None
         if stale is not None:
             stale.close()
-
-    # --- driven by the budget watch (see budgetguard.BudgetWatch) -----------------------------
-
-    def budget_stop(self, why: str) -> None:
-        """The period's budget is used up: stop, keeping ``settings.streaming`` as the wish."""
-        with self._apply_lock:
-            if self._running:
-                log.warning("stopping the stream: %s", why)
-                self._stop_streaming()
-                self.usage.save(force=True)
-            self.budget_blocked = why
-
-    def budget_resume(self) -> bool:
-        """Start again if the settings want a stream the budget had refused; True if started."""
-        with self._apply_lock:
-            if self._running or self.budget_blocked is None or not self.settings.streaming:
-                return False
-            try:
-                self._start_streaming()
-            except Exception as e:
-                self.error = f"streaming did not start again after the budget allowed it: {e}"
-                log.error("%s", self.error)
-                self.budget_blocked = None
-            return self._running
-
-    def budget_retarget(self, kbps: int) -> None:
-        """Hold the encoder to ``kbps`` (the pacing cap, or back to the setting): a limit of the
-        rate loop, which reopens the encoder or gates frames as it does for the uplink."""
-        with self._apply_lock:
-            if not self._running:
-                return
-            self.rate_limits.set(
-                "budget pacing", kbps if kbps < self.settings.bitrate_kbps else None
-            )
-            self._encoder_kbps = kbps
-
-    def encoder_kbps_now(self) -> int | None:
-        return self._encoder_kbps if self._running else None
 
     # --- the encode thread --------------------------------------------------------------------
 
