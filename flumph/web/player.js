@@ -7,17 +7,7 @@
 // segment follows (codec or size changed): the MediaSource is rebuilt. "ended" and a closed socket
 // make the player rejoin by itself, with backoff.
 //
-// Live edge: the lag (buffered end - playhead) is measured right after each append, where it is
-// highest; it then falls by one frame interval until the next frame lands. Chromium stalls when
-// the playhead reaches the buffered end, so the lag held is one frame interval plus a jitter
-// margin (at least 0.1 s), raised after each stall and lowered again while none happens; larger
-// lags are caught up by playbackRate (1.1, 1.25) and beyond 1 s by a seek. Measured in headless
-// Chromium 156 on loopback, 640x360 AV1 at 15 fps: holding 0.10 / 0.12 / 0.14 / 0.167 s gave
-// glass-to-glass p50 206 / 222 / 238 / 273 ms (bench/dashboard_latency.py; every 20 ms of lag is
-// 20 ms of latency). A late joiner's first fragment starts at the stream's own timestamp, so
-// playback must seek into the buffered range. A joiner receives the cached GOP (up to the
-// keyframe interval, 4 s by default) in one burst: playback starts only once the burst is in,
-// at the live edge, so the first picture shown is a live one and not the GOP's first.
+// Live edge: how much lag is held and how it is caught up, see liveedge.js.
 //
 // Buffer: what lies more than 20 s behind the playhead is removed down to 10 s (and at once, to
 // 1 s, if the browser refuses an append for quota); fragments not yet appended are bounded.
@@ -28,16 +18,10 @@
 
 import { canPlay, codecLabel } from "./codecs.js";
 import { fragmentDecodeTime, initTimescale } from "./fmp4read.js";
+import {
+  LAG_DECAY_INTERVAL_MS, SEEK_LAG_S, afterStall, catchUpRate, decayed, frameInterval, lagToHold,
+} from "./liveedge.js";
 
-// Lag held (buffered end - playhead, measured right after an append): one frame interval plus
-// a margin for arrival jitter, at least 0.1 s; every stall adds STALL_BACKOFF_S (a jittery link
-// or a busy machine), which then wears off by LAG_DECAY_S every 10 s without one.
-const JITTER_MARGIN_S = 0.04;
-const MIN_TARGET_LAG_S = 0.1;
-const STALL_BACKOFF_S = 0.03;
-const MAX_EXTRA_LAG_S = 0.3;
-const LAG_DECAY_S = 0.01;
-const SEEK_LAG_S = 1.0;
 const BURST_QUIET_MS = 20; // live frames come >= 33 ms apart; a GOP burst's within a few ms
 const KEEP_BEHIND_S = 10;
 const MAX_PENDING = 600;
@@ -81,7 +65,7 @@ export class FlumphPlayer {
     this.arrivals = []; // [decode time s, performance.now() at arrival], oldest first
     this.burstDone = false;
     this.burstTimer = null;
-    this.extraLagS = 0; // added to the lag after stalls (see STALL_BACKOFF_S)
+    this.extraLagS = 0; // added to the lag after stalls (see liveedge.js)
     this.extraChangedAt = 0;
     video.muted = true; // autoplay policy: only muted video starts without a gesture
     video.playsInline = true;
@@ -135,7 +119,7 @@ export class FlumphPlayer {
     if (this.stats.stalled) return;
     this.stats.stalled = true;
     this.stats.stalls += 1;
-    this.extraLagS = Math.min(MAX_EXTRA_LAG_S, this.extraLagS + STALL_BACKOFF_S);
+    this.extraLagS = afterStall(this.extraLagS);
     this.extraChangedAt = performance.now();
     if (this.sb) this._status("stalled");
   }
@@ -321,30 +305,16 @@ export class FlumphPlayer {
     return true;
   }
 
-  // Frame interval from the decode times of the last fragments (1/15 s until known).
-  _frameInterval() {
-    const a = this.arrivals;
-    const deltas = [];
-    for (let i = Math.max(1, a.length - 16); i < a.length; i += 1) {
-      const d = a[i][0] - a[i - 1][0];
-      if (d > 0 && d < 1) deltas.push(d);
-    }
-    if (!deltas.length) return 1 / 15;
-    deltas.sort((x, y) => x - y);
-    return deltas[deltas.length >> 1];
-  }
-
   // The lag to hold, as measured right after an append (its highest point, one frame interval
   // above its lowest).
   targetLag() {
     if (this.targetLagS !== null) return this.targetLagS;
     const now = performance.now();
-    if (this.extraLagS > 0 && now - this.extraChangedAt > 10000) {
-      this.extraLagS = Math.max(0, this.extraLagS - LAG_DECAY_S);
+    if (this.extraLagS > 0 && now - this.extraChangedAt > LAG_DECAY_INTERVAL_MS) {
+      this.extraLagS = decayed(this.extraLagS);
       this.extraChangedAt = now;
     }
-    const base = Math.max(MIN_TARGET_LAG_S, JITTER_MARGIN_S + this._frameInterval());
-    return base + this.extraLagS;
+    return lagToHold(frameInterval(this.arrivals), this.extraLagS);
   }
 
   _followLiveEdge() {
@@ -380,12 +350,8 @@ export class FlumphPlayer {
     let rate = 1.0;
     if (lag > SEEK_LAG_S) {
       v.currentTime = end - target;
-    } else if (lag > target + 0.3) {
-      rate = 1.25;
-    } else if (lag > target + 0.05) {
-      rate = 1.1; // catch up without a visible jump
-    } else if (lag < target - 0.04) {
-      rate = 0.9; // give the next frame time to land before the buffer runs dry
+    } else {
+      rate = catchUpRate(lag, target);
     }
     if (v.playbackRate !== rate) v.playbackRate = rate;
     // Start only with a little in hand: from a single frame, playback would stall at once.
