@@ -24,6 +24,7 @@ the MQTT device side, the data budget.
     transport.py      SRT push: live-mode caller, reconnect with jittered backoff
     control.py        the MQTT session: presence, the desired/reported shadow, when to publish
     commands.py       one-shot commands (keyframe, snapshot, restart, grant), carried out and acked
+    desired.py        pure: a ``desired`` document over the settings in force, or why not
     telemetry.py      pure: what telemetry says, rates from sampled counters
     snapshot.py       one still for ``cmd/snapshot``, small enough for a metered link
     budget.py         pure: the data budget's arithmetic (periods, state, pacing)

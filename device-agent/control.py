@@ -17,15 +17,9 @@ id is fixed per device (``flumph-dev-<id>``), so a rebooted device takes over it
 session at once; with a random id the old session's will would fire up to 1.5 x keepalive later,
 after the new birth, and show a live device offline.
 
-Desired: each document is validated and merged over the settings in force (a key it leaves out
-keeps its value, so ``mosquitto_pub -r -t .../desired -m '{"v":9,"streaming":true}'`` changes only
-streaming); the backend's shadow merge only ever adds keys, so a restarted agent (the configured
-settings under the same document) ends up where it was. A document whose ``v`` is not above the
-applied one is a retained replay (after a reconnect) and is ignored; a fresh process has applied
-nothing and takes whatever it finds. An invalid document, or settings the device cannot apply
-(no encoder opens, the camera fails), leave ``applied_v`` and the running settings as they were
-and put the reason on ``reported.error``. An empty retained ``desired`` (cleared with
-``mosquitto_pub -r -n``) means "no wish": the settings stay as they are.
+Desired: each document is validated and merged over the settings in force (see :mod:`.desired`);
+one the device cannot apply (no encoder opens, the camera fails) leaves ``applied_v`` and the
+running settings as they were and puts the reason on ``reported.error``.
 
 Commands are carried out on the control thread by :mod:`.commands`. With the data budget used
 up, a ``desired`` that asks for streaming is applied but not honoured until there is room again
@@ -47,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from flumph import __version__
 from flumph.agent.commands import Commands, salvage_command_id
+from flumph.agent.desired import StaleDesired, plan_desired
 from flumph.agent.mqttmeter import MqttMeter
 from flumph.agent.snapshot import MAX_BYTES, MAX_WIDTH
 from flumph.agent.telemetry import Sample, compact, measured, sample_of, streaming_telemetry
@@ -60,11 +55,9 @@ from flumph.control import (
     Status,
     Telemetry,
     Topics,
-    decode_desired,
 )
 from flumph.mqtt import MqttSettings, make_client
 from flumph.mqttwatch import watch_connection
-from flumph.settings import StreamSettings
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -304,36 +297,26 @@ class AgentControl:
         self.streaming_changed()
 
     def _handle_desired(self, payload: bytes) -> None:
-        if not payload:
-            log.info("desired cleared: keeping the current settings")
-            return
         try:
-            desired = decode_desired(payload)
-        except ContractError as e:
-            self.report(error=str(e))
-            return
-        if self.applied_v is not None and desired.v <= self.applied_v:
-            log.info("ignoring desired v%d: v%d is applied", desired.v, self.applied_v)
+            change = plan_desired(payload, self.applied_v, self.pipeline.settings)
+        except StaleDesired as e:
+            log.info("%s", e)
             self.stale_ignored += 1
             return
-        old = self.pipeline.settings
-        try:
-            settings = desired.apply_to(old)
         except ContractError as e:
             self.report(error=str(e))
             return
-        changed = [
-            k for k in StreamSettings.model_fields if getattr(old, k) != getattr(settings, k)
-        ]
+        if change is None:
+            log.info("desired cleared: keeping the current settings")
+            return
         was_streaming = self.pipeline.streaming
         try:
-            self.pipeline.apply(settings)
+            self.pipeline.apply(change.settings)
         except Exception as e:  # whatever stops the device applying it: keep the old settings
-            what = ", ".join(f"{k}={getattr(settings, k)!r}" for k in changed) or "settings"
-            self.report(error=f"desired v{desired.v}: cannot apply {what}: {e}")
+            self.report(error=f"desired v{change.v}: cannot apply {change.what()}: {e}")
             return
-        self.applied_v = desired.v
-        log.info("applied desired v%d (%s)", desired.v, ", ".join(changed) or "no change")
+        self.applied_v = change.v
+        log.info("applied desired v%d (%s)", change.v, ", ".join(change.changed) or "no change")
         self._fault_reported = self.pipeline.fault
         self.report(error=self.pipeline.fault)  # a restart under way is still the device's error
         if self.pipeline.streaming != was_streaming:
