@@ -175,7 +175,7 @@ async def test_a_silent_srt_publisher_is_dropped_and_its_id_freed(
             assert time.monotonic() - t0 < 8, "the silent publisher was not dropped"
             await asyncio.sleep(0.2)
         held_s = time.monotonic() - t0
-        assert 1.5 <= held_s <= 5, held_s  # first_data_s = 2
+        assert 1.5 <= held_s <= 6.5, held_s  # first_data_s = 2, checked every 0.5 s; CI is busy
         assert "sent no data within 2 s of connecting" in _errors_for(ing, "squat-a")[0]
         # The real camera gets the id at once.
         proc = ffmpeg_publish(ing.srt_url("squat-a"), seconds=2)
