@@ -50,6 +50,7 @@ from flumph.media.matroska_header import (
     read_timestamp_scale,
     read_tracks,
 )
+from flumph.media.matroska_resync import is_ebml_header, resume_point
 
 __all__ = [
     "Event",
@@ -266,7 +267,7 @@ class MatroskaReader:
         """Where in ``view`` (joined to the unsearched end of the last chunk) reading can resume
         after a loss, or None: everything so far is skipped."""
         joined = self._hunt_tail + bytes(view)
-        at = _resume_point(joined, cluster_ok=self._tracks is not None)
+        at = resume_point(joined, cluster_ok=self._tracks is not None)
         if at is None or at < 0:
             # Keep what may be the start of an ID, or a Cluster ID still to be checked.
             keep = joined[at + len(joined) :] if at is not None else joined[-3:]
@@ -274,7 +275,7 @@ class MatroskaReader:
             self._hunt_tail = keep
             return None
         self.offset += at
-        self._state = _TOP if joined.startswith(_EBML_ID_BYTES, at) else _SEGMENT
+        self._state = _TOP if is_ebml_header(joined, at) else _SEGMENT
         self._hunting, self._hunt_tail = False, b""
         return memoryview(joined)[at:]
 
@@ -465,44 +466,6 @@ _NAMES = {
     INFO_ID: "Info",
     TRACKS_ID: "Tracks",
 }
-
-
-_EBML_ID_BYTES = encode_id(EBML_ID)
-_CLUSTER_ID_BYTES = encode_id(CLUSTER_ID)
-_TIMESTAMP_ID_BYTES = encode_id(TIMESTAMP_ID)
-
-
-def _resume_point(data: bytes, *, cluster_ok: bool) -> int | None:
-    """The offset of the first EBML header, or (``cluster_ok``) of the first Cluster whose size is
-    followed by its Timestamp, in ``data``. A negative offset -n: a Cluster ID in the last n bytes
-    still needs the bytes after it to be checked. None: neither is there."""
-    search = 0
-    while True:
-        ebml = data.find(_EBML_ID_BYTES, search)
-        cluster = data.find(_CLUSTER_ID_BYTES, search) if cluster_ok else -1
-        if cluster < 0 or 0 <= ebml < cluster:
-            return ebml if ebml >= 0 else None
-        # Four bytes of payload can look like a Cluster ID (1 in 2^32); its size and the Timestamp
-        # that the writer puts first make a false start vanishingly rare.
-        size_at = cluster + len(_CLUSTER_ID_BYTES)
-        if size_at >= len(data):
-            return cluster - len(data)
-        length = _vint_length(data[size_at])
-        ts_at = size_at + length
-        if length and ts_at < len(data):
-            if data.startswith(_TIMESTAMP_ID_BYTES, ts_at):
-                return cluster
-        elif length:
-            return cluster - len(data)
-        search = cluster + 1
-
-
-def _vint_length(first: int) -> int:
-    """Bytes in an EBML variable-size integer that starts with ``first``; 0 if none is valid."""
-    for length in range(1, 9):
-        if first & (0x80 >> (length - 1)):
-            return length
-    return 0
 
 
 def _block_track(body: memoryview, start: int) -> tuple[int, int]:
