@@ -182,6 +182,7 @@ class Hub:
             )
         # Room for the cached GOP on top of the live margin, so joining never starts with a skip.
         viewer = Viewer(stream_id, self.viewer_queue_frames + len(stream.gop) + 4)
+        viewer.on_skip = lambda: self._ask_keyframe_after_skip(stream)
         fresh = self._ask_fresh_keyframe(stream)
         stream.attach(viewer, fresh=fresh)
         if fresh:
@@ -211,6 +212,12 @@ class Hub:
         ):
             return False
         return self.ask_keyframe(stream.id, "a viewer joined a long cached GOP")
+
+    def _ask_keyframe_after_skip(self, stream: Stream) -> None:
+        """A viewer fell behind and waits for the next keyframe: ask for it now rather than
+        freeze it for the rest of a long GOP (the same limits as for joins apply)."""
+        if self.ask_keyframe is not None and stream.source == "srt" and stream.publisher_connected:
+            self.ask_keyframe(stream.id, "a viewer fell behind and skips to the next keyframe")
 
     def remove_viewer(self, stream: Stream, viewer: Viewer) -> None:
         if viewer in stream.viewers:

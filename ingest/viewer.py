@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .wsframe import binary_frame, text_frame
@@ -52,6 +53,9 @@ class Viewer:
         self.sink: FrameSink | None = None  # direct: frames go to the transport, not the queue
         self.max_buffered_bytes = 0
         self._dropping = False
+        # Called when a skip starts (frames dropped until the next keyframe): the hub asks the
+        # device for one, since with a 30 s interval the viewer would otherwise freeze that long.
+        self.on_skip: Callable[[], None] | None = None
 
     def go_direct(self, sink: FrameSink, max_buffered_bytes: int) -> None:
         """From now on write frames to ``sink``; what is queued goes first, in order."""
@@ -91,6 +95,8 @@ class Viewer:
             if not self._dropping:
                 self._dropping = True
                 self.skips += 1
+                if keyframe is not None:
+                    self._skip_started()
             # Opaque streams (keyframe None) have no keyframe to wait for: resume with any frame.
             self.waiting_for_keyframe = keyframe is not None
             return False
@@ -165,7 +171,12 @@ class Viewer:
                 self._dropped_pending = 0
             else:
                 self.waiting_for_keyframe = True
+                self._skip_started()
             log.warning("viewer of %s is too slow, discarding %d frames", self.stream_id, dropped)
+
+    def _skip_started(self) -> None:
+        if self.on_skip is not None:
+            self.on_skip()
 
     def _flush_queue(self) -> int:
         n = 0

@@ -114,3 +114,23 @@ def test_requests_are_limited_per_device() -> None:
     # A publisher that cannot be reached is not an error for the viewer.
     failing = KeyframeRequests(lambda dev, cid: (_ for _ in ()).throw(OSError("down")))
     assert not failing.ask("cam2", "join")
+
+
+async def test_a_viewer_that_falls_behind_asks_for_the_keyframe_it_skips_to() -> None:
+    """With a keyframe every 30 s a slow viewer would freeze until the next one: its skip asks the
+    device for one (once per skip; KeyframeRequests limits the rate per device)."""
+    hub = Hub(max_streams=4, max_viewers_per_stream=4, viewer_queue_frames=8)
+    asked: list[str] = []
+    hub.ask_keyframe = recorder(asked)
+    stream, _ = hub.claim("cam1", "srt")
+    stream.publish_init(INIT)
+    stream.publish_fragment(b"k0", True)
+    _, slow = hub.add_viewer("cam1")
+    assert asked == []  # a short GOP: nothing asked on joining
+    for i in range(1, 30):
+        stream.publish_fragment(b"p%d" % i, False)
+    assert slow.skips == 1 and slow.waiting_for_keyframe
+    assert asked == ["cam1"]
+    stream.publish_fragment(b"k30", True)
+    items = [x for x in drain(slow.queue) if isinstance(x, bytes)]  # type: ignore[arg-type]
+    assert items[-1] == b"k30"
