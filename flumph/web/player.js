@@ -348,7 +348,10 @@ export class FlumphPlayer {
     this.stats.lagS = lag;
     this.stats.targetLagS = target;
     let rate = 1.0;
-    if (lag > SEEK_LAG_S) {
+    if (lag > SEEK_LAG_S && !v.seeking) {
+      // Not again while a seek is under way: inside a long GOP (30 s between keyframes) a seek
+      // decodes from the GOP's keyframe, and a new one each time the lag passes 1 s could chase
+      // the live edge for ever on a slow machine.
       v.currentTime = end - target;
     } else {
       rate = catchUpRate(lag, target);
