@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -241,12 +242,16 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
         time.sleep(max(0.0, window_at - time.monotonic()))
         # 3. the window
         cpu0, t0 = ps.total_cpu(pids), time.monotonic()
+        threads0 = ps.thread_cpu(pids[0]) if len(pids) == 1 else {}
         rss_peak = 0
         while time.monotonic() < t0 + s.seconds:
             rss_peak = max(rss_peak, ps.total_rss(pids))
             time.sleep(min(1.0, max(0.0, t0 + s.seconds - time.monotonic())))
         cpu = ps.total_cpu(pids) - cpu0
         window_s = time.monotonic() - t0
+        threads1 = ps.thread_cpu(pids[0]) if len(pids) == 1 else {}
+        threads = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+        load = os.getloadavg()[0]
         rss_end = ps.total_rss(pids)
         # 4. did every stream flow?
         if system == "nms":
@@ -291,6 +296,8 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
         "rss_mb_peak": rss_peak / MB,
         "rss_mb_per_stream": (rss_end if per_process else rss_end - rss_idle) / s.streams / MB,
         "check": check,
+        "thread_cpu_s": {k: round(v, 3) for k, v in sorted(threads.items()) if v > 0},
+        "loadavg_1min": load,
     }
 
 
@@ -329,22 +336,39 @@ LABELS = {
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    nms = next((r for r in rows if r["system"] == "nms" and "failed" not in r), None)
+    ok = [r for r in rows if "failed" not in r]
+    nms = next((r for r in ok if r["system"] == "nms"), None)
+    ffmpeg = next((r for r in ok if r["system"] == "ffmpeg"), None)
+
+    def ratio(r: dict[str, Any], peer: dict[str, Any] | None) -> str:
+        return f"{r['cpu_s_per_stream_min'] / peer['cpu_s_per_stream_min']:.2f}" if peer else "-"
+
     lines = [
-        "| system | streams | CPU s per stream-minute | ÷ NMS | server CPU % | RSS MB idle → end "
-        "| RSS MB per stream | check |",
-        "|---|---|---|---|---|---|---|---|",
+        "| system | streams | CPU s per stream-minute | ÷ NMS | ÷ ffmpeg | server CPU % "
+        "| RSS MB idle → end | RSS MB per stream | load 1 min | check |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "failed" in r:
-            lines.append(f"| {LABELS[r['system']]} | {r['streams']} | failed: {r['failed']} |||||")
+            lines.append(
+                f"| {LABELS[r['system']]} | {r['streams']} | failed: {r['failed']} ||||||||"
+            )
             continue
-        ratio = r["cpu_s_per_stream_min"] / nms["cpu_s_per_stream_min"] if nms else float("nan")
         lines.append(
             f"| {LABELS[r['system']]} | {r['streams']} | {r['cpu_s_per_stream_min']:.3f} "
-            f"| {ratio:.2f} | {r['cpu_percent']:.1f} | {r['rss_mb_idle']:.0f} → "
-            f"{r['rss_mb_end']:.0f} | {r['rss_mb_per_stream']:.2f} | {r['check']} |"
+            f"| {ratio(r, nms)} | {ratio(r, ffmpeg)} | {r['cpu_percent']:.1f} "
+            f"| {r['rss_mb_idle']:.0f} → {r['rss_mb_end']:.0f} | {r['rss_mb_per_stream']:.2f} "
+            f"| {r['loadavg_1min']:.2f} | {r['check']} |"
         )
+    split = [r for r in ok if r.get("thread_cpu_s") and r["system"] != "nms"]
+    if split:
+        lines += ["", "Where the SRT systems' CPU went (per-thread /proc counters, share of the "
+                  "process's window CPU):", ""]  # fmt: skip
+        for r in split:
+            total = sum(r["thread_cpu_s"].values()) or 1.0
+            parts = sorted(r["thread_cpu_s"].items(), key=lambda kv: -kv[1])
+            text = ", ".join(f"{name} {100 * v / total:.0f} %" for name, v in parts[:6])
+            lines.append(f"* {LABELS[r['system']]}, {r['streams']} streams: {text}")
     return "\n".join(lines)
 
 

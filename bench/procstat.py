@@ -87,3 +87,25 @@ def machine_cpu() -> tuple[float, float]:
     idle = fields[3] + fields[4]  # idle + iowait
     total = sum(fields[:8])  # guest time is already inside user
     return (total - idle) / _TICKS, total / _TICKS
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """utime + stime so far of each thread of ``pid``, summed by thread name (``comm``: libsrt
+    names its threads ``SRT:RcvQ``, ``SRT:SndQ``, ``SRT:TsbPd``, ...; Python's ``threading`` names
+    are not visible here, ``srt-epoll`` shows as ``python``-ish unless set). Threads that ended are
+    missing, so take differences over a window where the set is stable."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                raw = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
+    return out

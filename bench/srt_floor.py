@@ -34,17 +34,37 @@ class Discard:
         pass
 
 
+def _extra_options(server: srt.SrtServer, extra: list[tuple[int, ...]]) -> None:
+    from flumph.srt.options import _set_int
+
+    options = server._options
+    plain = type(options)._apply
+
+    class Options(type(options)):  # type: ignore[misc]
+        def _apply(self, sid: int, *, caller: bool) -> None:
+            plain(self, sid, caller=caller)
+            for number, value in extra:
+                _set_int(sid, number, value, f"SRT_SOCKOPT {number}")
+
+    server._options = Options(**{f: getattr(options, f) for f in options.__dataclass_fields__})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.srt_floor", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--latency-ms", type=int, default=120)
+    p.add_argument("--sockopt", action="append", default=[], metavar="NUMBER=INT",
+                   help="experiment: an extra integer libsrt option (SRT_SOCKOPT number) set on "
+                        "the listener, which accepted sockets inherit; repeatable")  # fmt: skip
     args = p.parse_args(argv)
     srt.set_libsrt_log_level(2)
     handler = Discard()
     server = srt.SrtServer(
         args.host, args.port, srt.SrtOptions(latency_ms=args.latency_ms), handler
     )
+    if args.sockopt:
+        _extra_options(server, [tuple(map(int, x.split("=", 1))) for x in args.sockopt])
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
