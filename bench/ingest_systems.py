@@ -88,6 +88,7 @@ def start_ingest(
     max_streams: int,
     prelude: str | None = None,
     timeout_s: float = 30.0,
+    extra_args: tuple[str, ...] = (),
 ) -> IngestProcess:
     """``python -m flumph ingest`` on free loopback ports. ``prelude`` (an experiment, the
     ingest's code untouched) is Python run in the ingest's interpreter before it starts."""
@@ -109,6 +110,7 @@ def start_ingest(
         "--log-level", "warning",
         # The default limit (100, the seed's MAX_STREAMS) is below the top level.
         "--max-streams", str(max_streams),
+        *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -45,7 +45,7 @@ from bench.ingest_systems import (
 
 NMS_VERSION = "4.4.3"
 NMS_DIR = OUT_DIR / "nms"
-SYSTEMS = ("nms", "srt-floor", "flumph", "ffmpeg")
+SYSTEMS = ("nms", "srt-floor", "srt-floor-tsbpd", "flumph", "flumph-tsbpd", "ffmpeg")
 MB = 1024 * 1024
 _IDLE_S = 2.0
 
@@ -201,15 +201,17 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
             nms, rtmp_port, http_port = start_nms(s.log_dir)
             sut.append(nms)
             pids = [nms.pid]
-        elif system == "srt-floor":
+        elif system.startswith("srt-floor"):
             (port,) = free_udp_ports(1)
-            floor = _spawn_bytes(["-m", "bench.srt_floor", "--port", str(port)])
+            tsbpd = [] if system.endswith("-tsbpd") else ["--no-tsbpd"]
+            floor = _spawn_bytes(["-m", "bench.srt_floor", "--port", str(port), *tsbpd])
             sut.append(floor)
             _read_line(floor, 30)
             pids = [floor.pid]
             targets = [{"id": i, "host": "127.0.0.1", "port": port} for i in ids]
-        elif system == "flumph":
-            ingest = start_ingest(s.log_dir, max(s.streams, 100))
+        elif system.startswith("flumph"):
+            tsbpd = "--srt-tsbpd" if system.endswith("-tsbpd") else "--no-srt-tsbpd"
+            ingest = start_ingest(s.log_dir, max(s.streams, 100), extra_args=(tsbpd,))
             pids = [ingest.pid]
             targets = [{"id": i, "host": "127.0.0.1", "port": ingest.srt_port} for i in ids]
         else:
@@ -260,7 +262,7 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
             check = (
                 f"{alive}/{s.streams} publishers up, {flowing}/{s.streams} streams play (HTTP-FLV)"
             )
-        elif system == "flumph" and ingest is not None:
+        elif ingest is not None:
             streams = ingest.get_json("/api/streams", 30)
             live = sum(int(x.get("frames", 0)) > 0 for x in streams)
             check = f"{live}/{s.streams} streams with frames (/api/streams)"
@@ -273,7 +275,7 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
             stop_process(proc)
         if fleet is not None:
             fleet.finish(timeout_s=2.0)
-    if system == "srt-floor":
+    if system.startswith("srt-floor"):
         done = _last_json(sut[0])
         discarded = done.get("bytes", 0) / MB
         check = (
@@ -329,8 +331,10 @@ def _last_json(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 LABELS = {
     "nms": f"Node-Media-Server {NMS_VERSION} (RTMP in)",
-    "srt-floor": "SRT receive floor (flumph.srt, accept + discard)",
-    "flumph": "Flumph ingest (SRT in, fMP4 out)",
+    "srt-floor": "SRT receive floor (flumph.srt, accept + discard; TSBPD off)",
+    "srt-floor-tsbpd": "SRT receive floor with TSBPD (libsrt's default; before)",
+    "flumph": "Flumph ingest (SRT in, fMP4 out; TSBPD off, the default)",
+    "flumph-tsbpd": "Flumph ingest with --srt-tsbpd (before)",
     "ffmpeg": "ffmpeg -c copy fMP4, one process per stream",
 }
 

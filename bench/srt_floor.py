@@ -3,6 +3,9 @@
 part of the ingest's cost that is SRT itself.
 
     python -m bench.srt_floor --port 9000   # prints {"event": "ready", ...}; runs until SIGTERM
+
+``--no-tsbpd`` receives without libsrt's timestamp-based delivery (``SrtOptions(tsbpd=False)``);
+``--timeline FILE`` records when each message tagged by bench/srt_tsbpd.py arrived (JSON, at exit).
 """
 
 from __future__ import annotations
@@ -10,16 +13,27 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import struct
 import sys
 import threading
+import time
+from pathlib import Path
 
 from flumph import srt
 
+# bench/srt_tsbpd.py's message header: magic, stream, frame, packet, packets in frame, sent at (s).
+TAG = struct.Struct("!4sHIHHd")
+TAG_MAGIC = b"TSBP"
+MAX_TIMELINE = 2_000_000
+
 
 class Discard:
-    def __init__(self) -> None:
+    def __init__(self, timeline: bool = False) -> None:
         self.connections = 0
         self.bytes = 0
+        self.timeline: list[tuple[float, int, int, int, int, float]] | None = (
+            [] if timeline else None
+        )
 
     def check(self, streamid: str, peer: tuple[str, int]) -> srt.Accept | srt.Reject:
         return srt.Accept()
@@ -29,6 +43,10 @@ class Discard:
 
     def on_data(self, conn: srt.SrtSocket, data: bytes) -> None:
         self.bytes += len(data)
+        timeline = self.timeline
+        if timeline is not None and len(timeline) < MAX_TIMELINE and data[:4] == TAG_MAGIC:
+            _, stream, frame, packet, packets, sent = TAG.unpack_from(data)
+            timeline.append((time.monotonic(), stream, frame, packet, packets, sent))
 
     def on_close(self, conn: srt.SrtSocket, error: str | None) -> None:
         pass
@@ -54,15 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--latency-ms", type=int, default=120)
+    p.add_argument("--no-tsbpd", action="store_true", help="SrtOptions(tsbpd=False)")
+    p.add_argument("--timeline", type=Path, help="write tagged messages' arrivals here at exit")
     p.add_argument("--sockopt", action="append", default=[], metavar="NUMBER=INT",
                    help="experiment: an extra integer libsrt option (SRT_SOCKOPT number) set on "
                         "the listener, which accepted sockets inherit; repeatable")  # fmt: skip
     args = p.parse_args(argv)
     srt.set_libsrt_log_level(2)
-    handler = Discard()
-    server = srt.SrtServer(
-        args.host, args.port, srt.SrtOptions(latency_ms=args.latency_ms), handler
-    )
+    handler = Discard(timeline=args.timeline is not None)
+    options = srt.SrtOptions(latency_ms=args.latency_ms, tsbpd=not args.no_tsbpd)
+    server = srt.SrtServer(args.host, args.port, options, handler)
     if args.sockopt:
         _extra_options(server, [tuple(map(int, x.split("=", 1))) for x in args.sockopt])
     server.start()
@@ -73,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     stop.wait()
     server.stop()
+    if args.timeline is not None and handler.timeline is not None:
+        args.timeline.write_text(json.dumps(handler.timeline), encoding="utf-8")
     sys.stdout.write(json.dumps({"event": "done", "connections": handler.connections,
                                  "bytes": handler.bytes}) + "\n")  # fmt: skip
     return 0

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--srt-host", help="SRT bind address (default: the same as --host)")
     p.add_argument("--srt-port", type=int, help=f"SRT UDP port ({d('srt_port')})")
     p.add_argument("--srt-latency-ms", type=int, help=f"SRT latency ({d('srt_latency_ms')})")
+    p.add_argument(
+        "--srt-tsbpd",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"SRT timestamp-based delivery ({d('srt_tsbpd')})",
+    )
     p.add_argument("--max-streams", type=int, help=f"{d('max_streams')}; env MAX_STREAMS")
     p.add_argument("--max-viewers-per-stream", type=int, help=d("max_viewers_per_stream"))
     p.add_argument("--reconnect-grace-s", type=float, help=d("reconnect_grace_s"))
@@ -63,6 +69,7 @@ def load(ns: argparse.Namespace, environ: dict[str, str] | None = None) -> Inges
             "srt_host",
             "srt_port",
             "srt_latency_ms",
+            "srt_tsbpd",
             "max_streams",
             "max_viewers_per_stream",
             "reconnect_grace_s",

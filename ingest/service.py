@@ -49,6 +49,14 @@ class IngestConfig(StrictModel):
     )
     srt_port: int = Field(default=8890, ge=0, le=65535, title="SRT listener UDP port")
     srt_latency_ms: int = Field(default=120, ge=20, le=8000, title="SRT receive latency")
+    # Off by default: libsrt's timestamp-based delivery holds every packet until its send time +
+    # srt_latency_ms and runs a delivery thread per publisher; without it a frame reaches viewers
+    # ~110 ms sooner, fewer frames are lost on a lossy link and SRT's receive CPU halves
+    # (bench/README.md, `srt_tsbpd.py`). A lost packet is then waited for until retransmitted or
+    # the sender gives it up (1 s), as a too-late drop at srt_latency_ms would not.
+    srt_tsbpd: bool = Field(
+        default=False, title="SRT timestamp-based delivery (hold packets for srt_latency_ms)"
+    )
     srt_passphrase: str | None = Field(
         default=None, min_length=10, max_length=79, title="passphrase every publisher must use"
     )
@@ -170,7 +178,7 @@ class IngestService:
         self.srt_server = srt.SrtServer(
             self.cfg.srt_host,
             self.cfg.srt_port,
-            srt.SrtOptions(latency_ms=self.cfg.srt_latency_ms),
+            srt.SrtOptions(latency_ms=self.cfg.srt_latency_ms, tsbpd=self.cfg.srt_tsbpd),
             self.srt_handler,
             backlog=max(srt.SrtServer.DEFAULT_BACKLOG, self.cfg.max_streams),
             on_round_end=self.srt_handler.on_round_end,

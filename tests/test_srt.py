@@ -295,6 +295,35 @@ def test_caller_to_server_delivers_messages_intact_and_in_order(serve: ServerFac
     assert server.connections() == []
 
 
+@pytest.mark.parametrize("tsbpd", [True, False])
+def test_tsbpd_holds_messages_for_the_latency_and_off_delivers_them_at_once(
+    serve: ServerFactory, tsbpd: bool
+) -> None:
+    """With timestamp-based delivery a message reaches the application at its send time + the
+    latency (1 s here); without, as soon as it arrived in order (libsrt acknowledges every 10 ms):
+    intact and in order either way."""
+    handler = Recorder()
+    server = serve(handler, SrtOptions(latency_ms=1000, tsbpd=tsbpd))
+    caller = SrtSocket.connect(
+        LOOPBACK, server.port, SrtOptions(latency_ms=1000, streamid="publish:cam1")
+    )
+    handler.wait("on_connect", lambda: len(handler.connected) == 1)
+    conn = handler.connected[0]
+    messages = [struct.pack("!I", i) * 100 for i in range(20)]
+    sent_at = time.monotonic()
+    for message in messages:
+        caller.sendmsg(message)
+    handler.wait("the first message", lambda: bool(handler.messages[conn.sid]), timeout_s=5)
+    took = time.monotonic() - sent_at
+    handler.wait("every message", lambda: len(handler.messages[conn.sid]) == 20)
+    assert handler.messages[conn.sid] == messages
+    if tsbpd:
+        assert took >= 0.9, f"delivered {took:.3f} s after sending, before the 1 s latency"
+    else:
+        assert took < 0.5, f"delivered {took:.3f} s after sending without TSBPD"
+    caller.close()
+
+
 def test_send_splits_into_payload_sized_messages_and_sendmsg_refuses_oversize(
     serve: ServerFactory,
 ) -> None:

@@ -18,6 +18,7 @@ from flumph.srt.library import (
     _SRTO_PEERIDLETIMEO,
     _SRTO_STREAMID,
     _SRTO_TRANSTYPE,
+    _SRTO_TSBPDMODE,
     _SRTT_LIVE,
     _BStats,
     _error,
@@ -124,6 +125,13 @@ class SrtOptions:
     linger_s: int | None = None  # None = libsrt's default (0 in live mode)
     peer_idle_timeout_ms: int = 5000  # a silent peer is dropped after this long
     streamid: str | None = None  # sent by a caller; at most 512 bytes
+    # Timestamp-based packet delivery (libsrt's SRTO_TSBPDMODE) on the receiving side. True: each
+    # message is held until its send time + latency_ms, a message still missing then is dropped
+    # ("too late"). False: a message is delivered as soon as it and every one before it arrived
+    # and were acknowledged (libsrt acknowledges every 10 ms), a missing one is waited for until
+    # it is retransmitted or the sender gives it up (1 s in libsrt 1.5), and libsrt runs no
+    # delivery thread per socket (bench/README.md, `srt_tsbpd.py`: half the receive cost).
+    tsbpd: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.latency_ms <= 60_000:
@@ -149,6 +157,8 @@ class SrtOptions:
         _set_int(sid, _SRTO_PAYLOADSIZE, self.payload_size, "SRTO_PAYLOADSIZE")
         _set_int(sid, _SRTO_LATENCY, self.latency_ms, "SRTO_LATENCY")
         _set_int(sid, _SRTO_PEERIDLETIMEO, self.peer_idle_timeout_ms, "SRTO_PEERIDLETIMEO")
+        if not self.tsbpd:
+            _set_int(sid, _SRTO_TSBPDMODE, 0, "SRTO_TSBPDMODE")
         if self.linger_s is not None:
             linger = struct.pack("=ii", 1 if self.linger_s > 0 else 0, self.linger_s)
             _set_bytes(sid, _SRTO_LINGER, linger, "SRTO_LINGER")
