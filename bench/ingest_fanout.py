@@ -55,6 +55,7 @@ class Settings:
     deflate: bool  # viewers offer permessage-deflate, as browsers do
     log_dir: Path
     ingest_prelude: str | None = None  # experiment: Python run in the ingest before it starts
+    srt_tsbpd: bool = False  # the ingest holds packets for latency_ms (its --srt-tsbpd)
 
     @property
     def send_s(self) -> float:
@@ -150,7 +151,8 @@ def run_phase(
     errors: list[str] = []
     try:
         if system == "flumph":
-            ingest = start_ingest(s.log_dir, max(n, 100), s.ingest_prelude)
+            tsbpd = "--srt-tsbpd" if s.srt_tsbpd else "--no-srt-tsbpd"
+            ingest = start_ingest(s.log_dir, max(n, 100), s.ingest_prelude, extra_args=(tsbpd,))
             sut_pids = [ingest.pid]
             targets = [{"id": i, "host": "127.0.0.1", "port": ingest.srt_port} for i in stream_ids]
             viewer = _spawn("bench.ingest_viewer")
@@ -242,7 +244,10 @@ def run_phase(
 
     errors += [f"{x['id']}: {x['error']}" for x in pub["streams"] if x.get("error")]
     errors += [f"{r['stream_id']}: {r['error']}" for r in receivers if r.get("error")]
-    d = delivery(pub, receivers, pts_index, (window.t0, window.t1), s.latency_ms)
+    # What the receiver's SRT holds every packet for: ffmpeg's TSBPD latency; the ingest's only
+    # with --srt-tsbpd (the e2e column is the delay beyond that hold).
+    hold_ms = s.latency_ms if system == "ffmpeg" or s.srt_tsbpd else 0
+    d = delivery(pub, receivers, pts_index, (window.t0, window.t1), hold_ms)
     window_s = window.t1 - window.t0
     stats = Counter[str]()
     for x in pub["streams"]:
@@ -461,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="afterwards, profile the ingest with py-spy at N streams",
     )
+    p.add_argument(
+        "--srt-tsbpd",
+        action="store_true",
+        help="run the ingest with SRT timestamp-based delivery (before; off by default)",
+    )
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames)")
     p.add_argument("--json", type=Path, help="write every figure to this JSON file")
     args = p.parse_args(argv)  # fmt: skip
@@ -481,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_deflate,
         log_dir,
         args.ingest_prelude,
+        args.srt_tsbpd,
     )
     clip_path = ensure_clip(s.send_s + 1)
     clip = load_clip(clip_path)

@@ -211,7 +211,7 @@ def render(levels: list[dict[str, Any]]) -> str:
         [
             "streams", "frames sent/recv", "lost", "ffmpeg lost",
             "API streams", "added p50 ms", "added p99 ms", "≤5 ms",
-            "e2e-120 p50", "e2e-120 p99", "ffmpeg e2e-120 p50", "ffmpeg p99",
+            "e2e-hold p50", "e2e-hold p99", "ffmpeg e2e-120 p50", "ffmpeg p99",
             "1st frame p50 ms", "p99 ms", "≤100 ms",
         ],
         delivery_rows,
