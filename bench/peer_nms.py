@@ -332,9 +332,9 @@ def _last_json(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
 LABELS = {
     "nms": f"Node-Media-Server {NMS_VERSION} (RTMP in)",
     "srt-floor": "SRT receive floor (flumph.srt, accept + discard; TSBPD off)",
-    "srt-floor-tsbpd": "SRT receive floor with TSBPD (libsrt's default; before)",
+    "srt-floor-tsbpd": "SRT receive floor with TSBPD (libsrt's default)",
     "flumph": "Flumph ingest (SRT in, fMP4 out; TSBPD off, the default)",
-    "flumph-tsbpd": "Flumph ingest with --srt-tsbpd (before)",
+    "flumph-tsbpd": "Flumph ingest with --srt-tsbpd (TSBPD on, as before)",
     "ffmpeg": "ffmpeg -c copy fMP4, one process per stream",
 }
 

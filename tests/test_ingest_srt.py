@@ -306,3 +306,13 @@ async def test_matroska_the_reader_cannot_read_is_handed_to_pyav_mid_stream(
     # The viewer starts at a keyframe (the GOP cache): a gap or a repeat at the hand-over would
     # leave a count that is not whole GOPs of 15.
     assert dec.frames >= 30 and dec.frames % 15 == 0, dec
+
+
+def test_srt_tsbpd_is_off_by_default_and_the_flag_and_env_turn_it_on() -> None:
+    from flumph.ingest.main import load, parse_args
+
+    assert load(parse_args([]), {}).srt_tsbpd is False
+    assert load(parse_args(["--srt-tsbpd"]), {}).srt_tsbpd is True
+    assert load(parse_args([]), {"FLUMPH_INGEST_SRT_TSBPD": "true"}).srt_tsbpd is True
+    env = {"FLUMPH_INGEST_SRT_TSBPD": "true"}
+    assert load(parse_args(["--no-srt-tsbpd"]), env).srt_tsbpd is False
