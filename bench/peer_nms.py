@@ -367,11 +367,17 @@ def render(rows: list[dict[str, Any]]) -> str:
     split = [r for r in ok if r.get("thread_cpu_s") and r["system"] != "nms"]
     if split:
         lines += ["", "Where the SRT systems' CPU went (per-thread /proc counters, share of the "
-                  "process's window CPU):", ""]  # fmt: skip
+                  "process's window CPU; srt-epoll: our receive thread, python: the event loop, "
+                  "SRT:*: libsrt's own):", ""]  # fmt: skip
         for r in split:
-            total = sum(r["thread_cpu_s"].values()) or 1.0
+            # Per-thread counters may add up to less than the process's (libsrt's TsbPd threads
+            # run in bursts shorter than a tick): the rest is shown as not attributed.
+            total = max(r["cpu_s"], sum(r["thread_cpu_s"].values())) or 1.0
             parts = sorted(r["thread_cpu_s"].items(), key=lambda kv: -kv[1])
-            text = ", ".join(f"{name} {100 * v / total:.0f} %" for name, v in parts[:6])
+            missing = total - sum(r["thread_cpu_s"].values())
+            if missing > 0.02 * total:
+                parts.append(("not attributed to a thread", missing))
+            text = ", ".join(f"{name} {100 * v / total:.0f} %" for name, v in parts[:7])
             lines.append(f"* {LABELS[r['system']]}, {r['streams']} streams: {text}")
     return "\n".join(lines)
 
