@@ -203,8 +203,8 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
             pids = [nms.pid]
         elif system.startswith("srt-floor"):
             (port,) = free_udp_ports(1)
-            tsbpd = [] if system.endswith("-tsbpd") else ["--no-tsbpd"]
-            floor = _spawn_bytes(["-m", "bench.srt_floor", "--port", str(port), *tsbpd])
+            no_tsbpd = [] if system.endswith("-tsbpd") else ["--no-tsbpd"]
+            floor = _spawn_bytes(["-m", "bench.srt_floor", "--port", str(port), *no_tsbpd])
             sut.append(floor)
             _read_line(floor, 30)
             pids = [floor.pid]

@@ -341,7 +341,8 @@ class SrtServer:
             if lost:
                 conn.messages_lost += lost
             try:
-                on_data(conn, buffer[:size])
+                # A c_char array's slice is bytes (typeshed says list).
+                on_data(conn, buffer[:size])  # type: ignore[arg-type]
             except Exception as e:
                 _log.exception("SRT %s: on_data failed for %r", self.address, conn)
                 self._finish(conn, f"on_data failed: {e!r}")
