@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def run_phase(phase: Phase, args: argparse.Namespace, log_dir: Path) -> dict[str
         "threads_cpu_s": {k: round(v, 3) for k, v in busy.items() if v > 0},
         "retransmitted": sum(s.packets_retransmitted for s in sender),
         "sender_dropped": sum(s.packets_dropped_sent for s in sender),
-        "loadavg_1min": __import__("os").getloadavg()[0],
+        "loadavg_1min": os.getloadavg()[0],
     }
 
 
