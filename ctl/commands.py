@@ -25,9 +25,10 @@ from flumph.control import (
     check_device_id,
     decode,
 )
-from flumph.ctl.describe import describe, device_field, snapshot_extension, table_row
+from flumph.ctl.describe import describe, device_field, table_row
 from flumph.ctl.session import EXIT_OK, CtlError, Session
 from flumph.ctl.setwait import SetWait
+from flumph.media.imagetype import image_extension
 
 WATCHED: tuple[TopicKind, ...] = (
     "status", "telemetry", "reported", "desired", "ack", "demand", "snapshot",
@@ -124,7 +125,7 @@ def cmd_snapshot(s: Session, device_id: str, output: str | None) -> int:
             if msg.retain or not msg.payload:
                 continue  # the previous still, delivered because we subscribed
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = Path(output or f"{device_id}-{stamp}.{snapshot_extension(msg.payload)}")
+            path = Path(output or f"{device_id}-{stamp}.{image_extension(msg.payload)}")
             path.write_bytes(msg.payload)
             print(f"{path} ({len(msg.payload)} bytes)")
             return EXIT_OK

@@ -21,18 +21,7 @@ from flumph.control import (
     decode,
     decode_desired,
 )
-
-
-def snapshot_extension(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpg"
-    if data.startswith(b"\x89PNG"):
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[4:8] == b"ftyp" and b"avi" in data[8:64]:
-        return "avif"
-    return "bin"
+from flumph.media.imagetype import image_extension
 
 
 def _mb(n: int) -> str:
@@ -49,7 +38,7 @@ def describe(kind: str, payload: bytes) -> str:
 
 def _describe(kind: str, payload: bytes) -> str:
     if kind == "snapshot":
-        return f"{len(payload)} bytes ({snapshot_extension(payload)})" if payload else "cleared"
+        return f"{len(payload)} bytes ({image_extension(payload)})" if payload else "cleared"
     if not payload:
         return "cleared"
     if kind == "status":

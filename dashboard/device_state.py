@@ -18,24 +18,6 @@ Presence = Literal["online", "offline", "offline (silent)", "unknown"]
 CommandState = Literal["pending", "acked", "failed", "timeout"]
 
 
-def image_type(data: bytes) -> str:
-    """The content type of a snapshot, from its first bytes."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[4:8] == b"ftyp" and len(data) >= 16:
-        size = int.from_bytes(data[:4], "big")
-        brands = data[8:12] + data[16 : min(max(size, 16), 64)]
-        for brand, kind in ((b"avif", "image/avif"), (b"avis", "image/avif"),
-                            (b"heic", "image/heic"), (b"mif1", "image/heif")):  # fmt: skip
-            if any(brands[i : i + 4] == brand for i in range(0, len(brands) - 3, 4)):
-                return kind
-    return "application/octet-stream"
-
-
 @dataclass
 class CommandRecord:
     id: str

@@ -47,9 +47,10 @@ from flumph.control import (
     decode_desired,
 )
 from flumph.lifecycle import UnknownDevice, makes_known
+from flumph.media.imagetype import image_type
 from flumph.mqtt import MqttSettings
 
-from .device_state import CommandRecord, DeviceState, Presence, image_type
+from .device_state import CommandRecord, DeviceState, Presence
 from .fleet_commands import CommandTracker
 from .fleet_link import FleetLink, Unavailable
 from .fleet_sets import SetPath

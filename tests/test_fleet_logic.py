@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 from flumph.control import ContractError, Desired, Reported, Status
-from flumph.ctl.describe import describe, snapshot_extension
+from flumph.ctl.describe import describe
 from flumph.ctl.main import parse_assignments
 from flumph.dashboard.api import FeedClient, sync_state
-from flumph.dashboard.device_state import DeviceState, image_type
+from flumph.dashboard.device_state import DeviceState
 from flumph.dashboard.fleet import Fleet, FleetOptions
 from flumph.dashboard.ondemand import OnDemand, should_linger
 from flumph.dashboard.shadow import Shadow, plan_patch, version_in
+from flumph.media.imagetype import image_extension, image_type
 from flumph.mqtt import MqttSettings
 
 
@@ -220,8 +221,8 @@ def test_image_type_from_real_images() -> None:
     assert image_type(webp) == "image/webp"
     assert image_type(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf") == "image/avif"
     assert image_type(b"hello") == "application/octet-stream"
-    assert snapshot_extension(jpeg) == "jpg"
-    assert snapshot_extension(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avif") == "avif"
+    assert image_extension(jpeg) == "jpg"
+    assert image_extension(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avif") == "avif"
 
 
 def test_image_type_avif_from_pyav() -> None:
