@@ -9,7 +9,8 @@
 // glass-to-glass p50 206 / 222 / 238 / 273 ms (bench/dashboard_latency.py; every 20 ms of lag is
 // 20 ms of latency). A late joiner's first fragment starts at the stream's own timestamp, so
 // playback must seek into the buffered range. A joiner receives the cached GOP (up to the
-// keyframe interval, 4 s by default) in one burst: playback starts only once the burst is in,
+// keyframe interval, 30 s by default, unless the ingest got it a fresh keyframe) in one burst:
+// playback starts only once the burst is in,
 // at the live edge, so the first picture shown is a live one and not the GOP's first.
 //
 
