@@ -55,7 +55,7 @@ class Settings:
     deflate: bool  # viewers offer permessage-deflate, as browsers do
     log_dir: Path
     ingest_prelude: str | None = None  # experiment: Python run in the ingest before it starts
-    srt_tsbpd: bool = False  # the ingest holds packets for latency_ms (its --srt-tsbpd)
+    srt_tsbpd: bool = True  # the ingest holds packets for latency_ms (its default)
 
     @property
     def send_s(self) -> float:
@@ -468,8 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--srt-tsbpd",
-        action="store_true",
-        help="run the ingest with SRT timestamp-based delivery (before; off by default)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the ingest's SRT timestamp-based delivery (its default: on; --no-srt-tsbpd: off)",
     )
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames)")
     p.add_argument("--json", type=Path, help="write every figure to this JSON file")

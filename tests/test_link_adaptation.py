@@ -5,6 +5,8 @@ Numbers (freezes, frames delivered, drops, on vs off) are bench/rate_adaptation.
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from bench.rate_common import stream_through_proxy
@@ -42,7 +44,9 @@ def test_rate_follows_the_link_down_and_back_up(shared_ingest: Ingest) -> None:
     assert down is not None and down - at(DROP_AT) <= 3.0, samples
     low = [r for t, r in samples if at(DROP_AT) + 6 <= t < at(BACK_AT)]
     assert low and all(r["reason"].startswith("link: ") for r in low)
-    assert min(r["target_kbps"] for r in low) <= 120
+    # What is sent fits the 120 kbit/s link. (Not the target: the gate skips frames while the
+    # queue drains, so a target left above the capacity can already send less than it.)
+    assert statistics.median(r["current_kbps"] for r in low) <= 150, low
     # Back up gradually once the link has room again, reaching the setting.
     after = [(t, r) for t, r in samples if t >= at(BACK_AT)]
     assert after[0][1]["target_kbps"] < 300
