@@ -53,8 +53,8 @@ class IngestConfig(StrictModel):
     # and runs a delivery thread per publisher. Off, a frame reaches viewers ~110 ms sooner and
     # SRT's receive CPU halves (bench/README.md, `srt_tsbpd.py`), a lost packet is waited for
     # until resent or given up (1 s). On by default all the same: with it off the agent's uplink
-    # adaptation held a 300 kbit/s stream at ~214 kbit/s on a 120 kbit/s link in 3 of 4 runs
-    # (tests/test_link_adaptation.py), against 4 of 4 right with it on; its estimator was built
+    # adaptation held a 300 kbit/s stream at ~214 kbit/s on a 120 kbit/s link in 5 of 8 runs
+    # (tests/test_link_adaptation.py), against 3 of 3 right with it on; its estimator was built
     # on what SRT does with TSBPD.
     srt_tsbpd: bool = Field(
         default=True, title="SRT timestamp-based delivery (hold packets for srt_latency_ms)"
