@@ -329,6 +329,19 @@ def test_timeline_survives_jumps_and_missing_timestamps(h264_packets):
     ]
 
 
+def test_a_late_frame_never_reads_as_a_discontinuity_to_mse(h264_packets):
+    """Chromium's MSE takes a dts step over twice the last frame's duration for a discontinuity
+    and drops every frame until the next keyframe (30 s away by default): a capture 150 ms late
+    froze the picture. Such a step is closed to twice the last duration; steps within it stay."""
+    repackager = Repackager("h264", None, 320, 240, Fraction(1, 1000))
+    stamps = [(0, 0), (66, 66), (133, 133), (283, 283), (350, 350), (400, 400), (600, 600)]
+    got = dts_and_durations(repackager, timed(h264_packets, stamps))
+    assert [dts for dts, _ in got] == [0, 66, 133, 267, 334, 384, 484]
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(got)]
+    durations = [d for _, d in got]
+    assert all(step <= 2 * last for step, last in zip(steps, durations, strict=False))
+
+
 def test_composition_offsets_follow_pts(h264_packets):
     repackager = Repackager("h264", None, 320, 240, Fraction(1, 90000))
     stamps = [(6000, 0), (15000, 3000), (9000, 6000)]

@@ -99,6 +99,13 @@ class Timeline:
             step = self._map(dts_in) - last
             if step > self._max_gap or -step > self._max_back:
                 self._in_origin, self._out_origin = dts_in, next_dts
+            elif self.last_duration and step > 2 * self.last_duration:
+                # A browser's MSE takes a dts step over twice the last frame's duration for a
+                # discontinuity and then drops every frame until the next keyframe, up to 30 s
+                # away: a capture late on a busy device, or frames the rate gate skipped, froze
+                # the picture. The gap is closed to twice the last duration; the live player
+                # follows the buffered end, so the timeline running a little behind costs nothing.
+                self._out_origin -= step - 2 * self.last_duration
         pts = self._map(pts_in if pts_in is not None else anchor)
         if dts_in is None:
             # Unknown dts (the first frames of a B-frame stream from Matroska): decode now.
