@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import av
 import av.error
@@ -216,8 +216,7 @@ class DemuxInit:
     container: Literal["matroska", "mpegts"]
 
 
-@dataclass(frozen=True)
-class DemuxFragment:
+class DemuxFragment(NamedTuple):  # one per frame: a NamedTuple is quick to build
     fragment: Fragment
     t_in: float
 

@@ -4,7 +4,9 @@ The SRT receive thread (and PyAV's demux threads, for MPEG-TS) produce many smal
 receive round. Scheduling each with ``call_soon_threadsafe`` costs a loop wake-up (a write to the
 loop's self-pipe and a lock) per frame; here results collect in one list and the loop is woken at
 most once per batch: :meth:`flush` at the end of a receive round schedules a drain unless one is
-already pending, and the drain takes the whole list at once.
+already pending, and the drain takes the whole list at once. The loop itself may take what is
+waiting at any moment (:meth:`drain_now`), e.g. before a viewer joins a stream whose frames were
+left to collect.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ class LoopHandoff(Generic[T]):
         except RuntimeError:  # the loop has closed: nobody is left to deliver to
             with self._lock:
                 self._items.clear()
+
+    def drain_now(self) -> None:
+        """On the loop: deliver what is waiting at once (a drain already scheduled then delivers
+        what came after, in order)."""
+        with self._lock:
+            batch, self._items = self._items, []
+        if batch:
+            self._deliver(batch)
 
     def _drain(self) -> None:
         with self._lock:

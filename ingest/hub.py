@@ -64,6 +64,9 @@ class Hub:
         self.on_viewers: Callable[[str, int], None] | None = None
         # Asks a publishing device for a keyframe (True: one is on its way); see keyframes.py.
         self.ask_keyframe: Callable[[str, str], bool] | None = None
+        # Delivers, on the loop, what publishers' threads have read but not handed on yet: the
+        # frames of unwatched streams wait for the next periodic hand-off (srt_ingest.py).
+        self.catch_up: Callable[[], None] | None = None
 
     # --- membership: any thread -----------------------------------------------------------------
     def new_id(self) -> str:
@@ -165,6 +168,8 @@ class Hub:
     def add_viewer(self, stream_id: str, *, wait: bool = False) -> tuple[Stream, Viewer]:
         """Attach a viewer; with ``wait`` a stream that does not exist yet is created empty and
         the viewer waits for its publisher (on-demand streaming starts the device)."""
+        if self.catch_up is not None:
+            self.catch_up()  # the cached GOP must be the newest before a viewer starts from it
         stream = self.get(stream_id)
         if stream is None or stream.ended:
             if not wait:

@@ -5,7 +5,10 @@ Threads: libsrt's listen callback calls :meth:`check`; the ``srt-epoll`` thread 
 (:class:`~.mkv_demux.MatroskaDemux`: a frame becomes a fragment as its last byte arrives); MPEG-TS,
 and Matroska the pure reader hands over, go to a :class:`LiveDemuxer` thread (PyAV) per connection.
 Results reach the event loop through one bounded :class:`~.handoff.LoopHandoff`, woken at most once
-per receive round; only :meth:`_deliver_batch` on the loop touches the hub's streams.
+per receive round, and only when a round brought something a viewer waits for: the frames of a
+stream nobody watches (the GOP cache a joiner starts from, the counters) are handed on every
+``UNWATCHED_HANDOFF_S``, or at once when a viewer joins. Only :meth:`_deliver_batch` on the loop
+touches the hub's streams.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class Publisher:
 
 
 IDLE_CHECK_S = 0.5
+# Waking the event loop for every receive round cost the ingest 12-14 % of its CPU with no viewer
+# at all (bench/README.md, peer_nms.py: ~290 wake-ups a second at 50 streams, ~40 us each). Frames
+# that no viewer waits for are handed on this often instead.
+UNWATCHED_HANDOFF_S = 0.1
 
 
 def idle_reason(
@@ -115,6 +122,11 @@ class SrtIngest(srt.SrtServerHandler):
         # Touched only by the srt-epoll thread.
         self.last_demuxer: dict[str, LiveDemuxer | MatroskaDemux] = {}
         self.handoff: LoopHandoff[HandoffItem] = LoopHandoff(loop, self._deliver_batch)
+        hub.catch_up = self.handoff.drain_now
+        # Set by any thread that put something a viewer (or the hub) waits for; the srt-epoll
+        # thread's round end reads and clears it.
+        self._urgent = False
+        self._handed_at = 0.0  # monotonic time of the last hand-off (the srt-epoll thread's)
         # Bounded record of recent refusals, for /api/errors and the tests.
         self.errors: deque[RejectRecord] = deque(maxlen=100)
         self.refused_total = 0
@@ -159,6 +171,7 @@ class SrtIngest(srt.SrtServerHandler):
         pub = Publisher(conn, req.stream_id, previous=self.last_demuxer.get(req.stream_id))
         self.publishers[conn.sid] = pub
         self.handoff.put_always((pub, CLAIM))
+        self._urgent = True
         log.info("SRT publisher %s:%d connected as %s", *conn.peer, req.stream_id)
 
     def on_data(self, conn: srt.SrtSocket, data: bytes) -> None:
@@ -219,10 +232,16 @@ class SrtIngest(srt.SrtServerHandler):
             if isinstance(ev, DemuxFragment):
                 if not handoff.put((pub, ev)):
                     self._overflow(pub)
+                    return
+                stream = pub.stream  # set on the loop; a set's truth is one atomic read
+                if stream is None or not stream.viewers:
+                    return  # nobody waits: the periodic hand-off takes it
             else:
                 handoff.put_always((pub, ev))
             if threaded:  # a demux thread has no receive round: wake the loop now
                 handoff.flush()
+            else:
+                self._urgent = True
 
         return emit
 
@@ -245,6 +264,7 @@ class SrtIngest(srt.SrtServerHandler):
         if error:
             log.warning("stream %s: %s", pub.stream_id, error)
         self.handoff.put_always((pub, DemuxEnd(error)))
+        self._urgent = True
 
     def on_close(self, conn: srt.SrtSocket, error: str | None) -> None:
         pub = self.publishers.pop(conn.sid, None)
@@ -257,7 +277,11 @@ class SrtIngest(srt.SrtServerHandler):
         log.info("SRT publisher %s disconnected%s", pub.stream_id, f": {error}" if error else "")
 
     def on_round_end(self) -> None:
-        self.handoff.flush()
+        now = time.monotonic()
+        if self._urgent or now - self._handed_at >= UNWATCHED_HANDOFF_S:
+            self._urgent = False
+            self._handed_at = now
+            self.handoff.flush()
 
     # --- event loop ----------------------------------------------------------------------------
     def _deliver_batch(self, batch: list[HandoffItem]) -> None:

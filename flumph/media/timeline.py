@@ -93,25 +93,32 @@ class Timeline:
         anchor = dts_in if dts_in is not None else pts_in
         if anchor is None:
             return next_dts, next_dts, self._duration(None)
+        mapped: int | None = None  # dts_in on the output timeline, once the origin is settled
         if self._in_origin is None:
             self._in_origin, self._out_origin = anchor, next_dts
         elif dts_in is not None and last is not None:
-            step = self._map(dts_in) - last
+            mapped = self._map(dts_in)
+            step = mapped - last
             if step > self._max_gap or -step > self._max_back:
                 self._in_origin, self._out_origin = dts_in, next_dts
+                mapped = None
             elif self.last_duration and step > 2 * self.last_duration:
                 # A browser's MSE takes a dts step over twice the last frame's duration for a
                 # discontinuity and then drops every frame until the next keyframe, up to 30 s
                 # away: a capture late on a busy device, or frames the rate gate skipped, froze
                 # the picture. The gap is closed to twice the last duration; the live player
                 # follows the buffered end, so the timeline running a little behind costs nothing.
-                self._out_origin -= step - 2 * self.last_duration
-        pts = self._map(pts_in if pts_in is not None else anchor)
+                closed_by = step - 2 * self.last_duration
+                self._out_origin -= closed_by
+                mapped -= closed_by
         if dts_in is None:
+            pts = self._map(pts_in if pts_in is not None else anchor)
             # Unknown dts (the first frames of a B-frame stream from Matroska): decode now.
             dts = next_dts if last is None else max(last + 1, min(pts, next_dts))
             return dts, pts, self._duration(None)
-        dts = self._map(dts_in)
+        dts = self._map(dts_in) if mapped is None else mapped
+        # Without reordering (the usual live stream) pts is dts: one mapping per frame, not three.
+        pts = dts if pts_in == dts_in else self._map(pts_in if pts_in is not None else anchor)
         if last is not None and dts <= last:
             return last + 1, pts, self._duration(None)
         return dts, pts, self._duration(None if last is None else dts - last)
