@@ -6,6 +6,7 @@ part of the ingest's cost that is SRT itself.
 
 ``--no-tsbpd`` receives without libsrt's timestamp-based delivery (``SrtOptions(tsbpd=False)``);
 ``--timeline FILE`` records when each message tagged by bench/srt_tsbpd.py arrived (JSON, at exit).
+Otherwise a round's messages reach the handler joined, as the ingest receives them.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     srt.set_libsrt_log_level(2)
     handler = Discard(timeline=args.timeline is not None)
     options = srt.SrtOptions(latency_ms=args.latency_ms, tsbpd=not args.no_tsbpd)
-    server = srt.SrtServer(args.host, args.port, options, handler)
+    # As the ingest receives (a round's messages joined), except where each message is looked at.
+    join = args.timeline is None
+    server = srt.SrtServer(args.host, args.port, options, handler, join_messages=join)
     if args.sockopt:
         _extra_options(server, [tuple(map(int, x.split("=", 1))) for x in args.sockopt])
     server.start()

@@ -184,6 +184,7 @@ class IngestService:
             self.srt_handler,
             backlog=max(srt.SrtServer.DEFAULT_BACKLOG, self.cfg.max_streams),
             on_round_end=self.srt_handler.on_round_end,
+            join_messages=True,  # a demuxer reads bytes, and its cost is largely per call
         )
         await asyncio.to_thread(self.srt_server.start)
         log.info("SRT ingest listening on %s:%d/udp", self.cfg.srt_host, self.srt_server.port)

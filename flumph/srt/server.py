@@ -8,9 +8,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
+from flumph.srt.admission import Accept, Reject, SrtServerHandler
 from flumph.srt.caller import RECV_BUFFER_SIZE, SrtSocket
 from flumph.srt.library import (
     _LISTEN_CALLBACK,
@@ -31,7 +30,6 @@ from flumph.srt.library import (
 from flumph.srt.options import (
     MAX_STREAMID_BYTES,
     SrtOptions,
-    _check_passphrase,
     _get_bytes,
     _parse_sockaddr,
     _set_int,
@@ -60,54 +58,17 @@ def _name_os_thread(name: bytes) -> None:
 
 _PR_SET_NAME = 15
 
-# --- server -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Accept:
-    """Admit the caller. A passphrase here is set on the accepted socket alone (a per-stream
-    secret): libsrt then rejects a caller with a wrong one (REJECT_BAD_SECRET) or none
-    (REJECT_UNSECURE). None keeps the server's own options."""
-
-    passphrase: str | None = None
-    pbkeylen: int = 16
-
-    def __post_init__(self) -> None:
-        _check_passphrase(self.passphrase, self.pbkeylen)
-
-
-@dataclass(frozen=True)
-class Reject:
-    """Refuse the caller with ``reason`` (1000..1999: REJECT_FORBIDDEN, REJECT_CONFLICT, ...),
-    which the caller receives as SrtRejected.reason; ``message`` is for our logs only."""
-
-    reason: int
-    message: str
-
-    def __post_init__(self) -> None:
-        if not 1000 <= self.reason <= 2999:
-            raise ValueError(f"reject reason must be 1000..2999 (SRT_REJX_*), got {self.reason}")
-
-
-class SrtServerHandler(Protocol):
-    """What an SrtServer calls. ``check`` runs on libsrt's receiving thread, the others on the
-    server's "srt-epoll" thread; none may block. An exception in ``check`` rejects the caller
-    (REJECT_INTERNAL_ERROR); one in ``on_connect``/``on_data`` closes that connection."""
-
-    def check(self, streamid: str, peer: tuple[str, int]) -> Accept | Reject: ...
-
-    def on_connect(self, conn: SrtSocket) -> None: ...
-
-    def on_data(self, conn: SrtSocket, data: bytes) -> None: ...
-
-    def on_close(self, conn: SrtSocket, error: str | None) -> None: ...
+__all__ = ["Accept", "Reject", "SrtServer", "SrtServerHandler"]
 
 
 class SrtServer:
     """A live-mode SRT listener: admission through ``handler.check``, then every accepted socket's
     messages delivered to ``handler.on_data`` from one "srt-epoll" thread. ``on_round_end``, if
     given, runs on that thread after each round of ready sockets has been read: the place to hand
-    a round's results on in one batch."""
+    a round's results on in one batch. With ``join_messages`` the messages a socket had ready in
+    a round reach ``on_data`` joined into one bytes (split where messages were lost): for a
+    consumer of a byte stream, such as a demuxer, whose cost is largely per call (the ingest's
+    per-frame work fell by a quarter: about two messages make a frame at 250 kbit/s)."""
 
     _WAIT_MS = 100  # how often the thread looks at stop requests and connections closed by the app
     _MAX_EVENTS = 64
@@ -123,6 +84,7 @@ class SrtServer:
         handler: SrtServerHandler,
         backlog: int = DEFAULT_BACKLOG,
         on_round_end: Callable[[], None] | None = None,
+        join_messages: bool = False,
     ):
         if backlog < 1:
             raise ValueError(f"backlog must be at least 1, got {backlog}")
@@ -132,6 +94,7 @@ class SrtServer:
         self._options = options
         self._handler = handler
         self._on_round_end = on_round_end
+        self._join_messages = join_messages
         self._listener = -1
         self._eid = -1
         self._port = 0
@@ -323,7 +286,9 @@ class SrtServer:
         # Per message this is the hot path of every stream (tens of thousands of messages a
         # second): locals instead of attribute look-ups, one clock read per socket and round (its
         # messages were all waiting in libsrt by then), and bytes sliced straight from the buffer.
-        recvmsg2, sid, on_data = lib.srt_recvmsg2, conn.sid, self._handler.on_data
+        recvmsg2, sid = lib.srt_recvmsg2, conn.sid
+        joined: list[bytes] | None = [] if self._join_messages else None
+        joined_lost = 0  # messages lost before the first one joined
         ctrl = _MsgCtrl()
         ctrl_ref = ctypes.byref(ctrl)
         now = time.monotonic()
@@ -337,31 +302,51 @@ class SrtServer:
             msgno, last = ctrl.msgno, conn.last_msgno
             lost = 0 if msgno == last + 1 else messages_missing(last, msgno)
             conn.last_msgno = msgno
-            conn.lost_before = lost
             if lost:
                 conn.messages_lost += lost
-            try:
-                # A c_char array's slice is bytes (typeshed says list).
-                on_data(conn, buffer[:size])  # type: ignore[arg-type]
-            except Exception as e:
-                _log.exception("SRT %s: on_data failed for %r", self.address, conn)
-                self._finish(conn, f"on_data failed: {e!r}")
-                return
+            # A c_char array's slice is bytes (typeshed says list).
+            message: bytes = buffer[:size]  # type: ignore[assignment]
+            if joined is None:
+                if not self._deliver(conn, message, lost):
+                    return
+                continue
+            if lost and joined:  # the bytes before a gap go on their own
+                if not self._deliver(conn, b"".join(joined), joined_lost):
+                    return
+                joined = []
+            if not joined:
+                joined_lost = lost
+            joined.append(message)
+        # Read the outcome before the handler runs again (its calls may set the thread's error).
         # The usual end of a round, "nothing more to read", needs the code alone: libsrt's message
         # (two more calls and a string) only when the connection broke.
-        if (
+        drained = (
             size < 0
             and not events & _SRT_EPOLL_ERR
-            and int(lib.srt_getlasterror(None)) == (_SRT_EASYNCRCV)
-        ):
+            and int(lib.srt_getlasterror(None)) == _SRT_EASYNCRCV
+        )
+        code, message_text = (0, "") if drained else _last_error()
+        if joined and not self._deliver(conn, b"".join(joined), joined_lost):
             return
-        code, message = _last_error()
+        if drained:
+            return
         if conn.closed:
             self._finish(conn, None)
         elif size == 0 or code in (_SRT_ECONNLOST, _SRT_EASYNCRCV):
-            self._finish(conn, self._silence(conn, message))
+            self._finish(conn, self._silence(conn, message_text))
         else:
-            self._finish(conn, f"{message} (SRT error {code})")
+            self._finish(conn, f"{message_text} (SRT error {code})")
+
+    def _deliver(self, conn: SrtSocket, data: bytes, lost_before: int) -> bool:
+        """Hand ``data`` to the handler; False when that failed and finished the connection."""
+        conn.lost_before = lost_before
+        try:
+            self._handler.on_data(conn, data)
+            return True
+        except Exception as e:
+            _log.exception("SRT %s: on_data failed for %r", self.address, conn)
+            self._finish(conn, f"on_data failed: {e!r}")
+            return False
 
     @staticmethod
     def _silence(conn: SrtSocket, message: str) -> str | None:
