@@ -26,12 +26,14 @@ Measured against libsrt 1.5.1 (Debian 12), and shaping this module:
   The caller-to-listener direction, the one Flumph uses, is not affected.
 
 The package, one job a module: ``library`` (loading libsrt, its C definitions, errors), ``options``
-(addresses, socket options, statistics), ``caller`` (a connected socket), ``server`` (the epoll
-listener). Import every public name from here: ``from flumph.srt import SrtServer``.
+(addresses, socket options, statistics), ``caller`` (a connected socket), ``admission`` (what a
+listener asks of its handler), ``server`` (the epoll listener). Import every public name from
+here: ``from flumph.srt import SrtServer``.
 """
 
 from __future__ import annotations
 
+from flumph.srt.admission import Accept, Reject, SrtServerHandler
 from flumph.srt.caller import RECV_BUFFER_SIZE, SrtSocket
 from flumph.srt.library import (
     DEBIAN_PACKAGE,
@@ -66,7 +68,7 @@ from flumph.srt.options import (
     SrtOptions,
     SrtStats,
 )
-from flumph.srt.server import Accept, Reject, SrtServer, SrtServerHandler
+from flumph.srt.server import SrtServer
 
 __all__ = [
     "ACKACK_WIRE_BYTES",

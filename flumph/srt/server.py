@@ -58,8 +58,6 @@ def _name_os_thread(name: bytes) -> None:
 
 _PR_SET_NAME = 15
 
-__all__ = ["Accept", "Reject", "SrtServer", "SrtServerHandler"]
-
 
 class SrtServer:
     """A live-mode SRT listener: admission through ``handler.check``, then every accepted socket's
