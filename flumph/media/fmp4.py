@@ -237,14 +237,20 @@ _FRAGMENT_TEMPLATE = bytes(
     media_fragment(0, Sample(data=b"\x00", dts=0, pts=0, duration=1, keyframe=True))[:-1]
 )
 FRAGMENT_HEADER_BYTES = len(_FRAGMENT_TEMPLATE)  # 104 moof + 8 mdat header
-_SEQUENCE = struct.Struct(">I")
-_DTS = struct.Struct(">Q")
-_SAMPLE_FIELDS = struct.Struct(">IIIi")  # duration, size, flags, composition offset
-_MDAT_SIZE = struct.Struct(">I")
 _SEQUENCE_AT = _FRAGMENT_TEMPLATE.index(b"mfhd") + 8
 _DTS_AT = _FRAGMENT_TEMPLATE.index(b"tfdt") + 8
 _SAMPLE_AT = _FRAGMENT_TEMPLATE.index(b"trun") + 16
 _MDAT_AT = _FRAGMENT_TEMPLATE.index(b"mdat") - 4
+# The whole header in one pack: the template's bytes between the six fields pass through as
+# fixed strings (one C call per frame instead of a copy, four pack_into and a conversion).
+_FIXED = (
+    _FRAGMENT_TEMPLATE[:_SEQUENCE_AT],
+    _FRAGMENT_TEMPLATE[_SEQUENCE_AT + 4 : _DTS_AT],
+    _FRAGMENT_TEMPLATE[_DTS_AT + 8 : _SAMPLE_AT],
+    _FRAGMENT_TEMPLATE[_SAMPLE_AT + 16 : _MDAT_AT],
+    _FRAGMENT_TEMPLATE[_MDAT_AT + 4 :],
+)
+_HEADER = struct.Struct(">{}sI{}sQ{}sIIIi{}sI{}s".format(*(len(fixed) for fixed in _FIXED)))
 
 
 def fragment_header(
@@ -262,10 +268,8 @@ def fragment_header(
         raise ValueError(f"sample duration {duration} is outside 0..{_MAX_U32}")
     if not -(1 << 31) <= composition_offset < (1 << 31):
         raise ValueError(f"composition offset {composition_offset} does not fit 32 bits")
-    head = bytearray(_FRAGMENT_TEMPLATE)
-    _SEQUENCE.pack_into(head, _SEQUENCE_AT, sequence)
-    _DTS.pack_into(head, _DTS_AT, dts)
     flags = SYNC_SAMPLE_FLAGS if keyframe else NON_SYNC_SAMPLE_FLAGS
-    _SAMPLE_FIELDS.pack_into(head, _SAMPLE_AT, duration, size, flags, composition_offset)
-    _MDAT_SIZE.pack_into(head, _MDAT_AT, size + 8)
-    return bytes(head)
+    a, b, c, d, e = _FIXED
+    return _HEADER.pack(
+        a, sequence, b, dts, c, duration, size, flags, composition_offset, d, size + 8, e
+    )
