@@ -89,17 +89,20 @@ def start_ingest(
     prelude: str | None = None,
     timeout_s: float = 30.0,
     extra_args: tuple[str, ...] = (),
+    python: str = sys.executable,
+    cwd: Path = REPO,
 ) -> IngestProcess:
     """``python -m flumph ingest`` on free loopback ports. ``prelude`` (an experiment, the
-    ingest's code untouched) is Python run in the ingest's interpreter before it starts."""
+    ingest's code untouched) is Python run in the ingest's interpreter before it starts;
+    ``python`` and ``cwd`` run another checkout's ingest (bench/ingest_ab.py)."""
     http_port = free_tcp_port()
     (srt_port,) = free_udp_ports(1)
     log_path = log_dir / f"ingest-{http_port}.log"
     if prelude is None:
-        launcher = [sys.executable, "-m", "flumph"]
+        launcher = [python, "-m", "flumph"]
     else:
         launcher = [
-            sys.executable, "-c",
+            python, "-c",
             f"{prelude}\nimport sys\nfrom flumph.cli import main\n"
             "raise SystemExit(main(sys.argv[1:]))",
         ]  # fmt: skip
@@ -114,7 +117,7 @@ def start_ingest(
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
     ingest = IngestProcess(proc, http_port, srt_port, log_path)
     deadline = time.monotonic() + timeout_s
