@@ -87,6 +87,8 @@ class EncodeLoop:
                 now = time.monotonic()
                 due = rate.keyframe_due(now)
                 wanted = rate.review(now, publisher.link_stats(), keyframe_due=due)
+                if rate.take_link_reset():
+                    publisher.reset_connection("the queue in front of the link is too long")
                 reopened = None
                 if wanted is not None:
                     reopened = self._reopen(wanted, rate, now, encoder.settings)

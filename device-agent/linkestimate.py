@@ -30,6 +30,22 @@ sent is down at the ceiling, ``DRAIN_GRACE_S`` later, a delay that still grows c
 ``DECREASE_FACTOR``; drops and delay while the queue shrinks are its tail, not new evidence.
 (Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s link.)
 
+**A receiver without TSBPD** (the ingest's ``srt_tsbpd = false``, any listener may be one) changes
+two things, measured through bench/linkproxy.py at 120 kbit/s (test_link_adaptation):
+
+- It cannot skip the hole a packet the sender dropped as too late leaves (libsrt
+  Haivision/srt#1082, #2460): it stopped delivering and acknowledging for good (the ingest got
+  nothing for 15 s and dropped the publisher), so the agent's sender never drops
+  (``SrtOptions.sender_drops``, device-agent/transport.py). Its queue is then bounded by nothing
+  but the rate: over ``MAX_QUEUE_MS`` the verdict asks for a new connection (``reset``), which
+  discards it, so what a viewer waits for stays bounded whatever the link does.
+- A packet lost on the way holds every acknowledgement until its retransmission arrives (TSBPD
+  would give it up after the latency), and the sender updates its RTT only from an ACK that
+  advances: the RTT stood still for 4.5-11 s (601.6 ms, 803.3 ms) while the send buffer's span
+  grew 0.3 -> 2.9 s. Waiting for the RTT to rise before a second cut left the rate at 145-161
+  kbit/s on the 120 kbit/s link for the whole narrow phase. So a second cut also comes when the
+  sender's own queue grew by ``QUEUE_RISE_MS`` over the last second.
+
 The capacity itself is not read from the sender's statistics, deliberately: measured through
 bench/linkproxy.py at 150 kbit/s, "acknowledged" bytes (sent - send buffer - dropped) came out at
 -220..+400 kbit/s, a capacity from the send buffer's ageing at 214-326, from its draining during a
@@ -61,6 +77,23 @@ MAX_PAUSE_S = 2.0  # ...for at most this long
 SENDING_SLACK = 1.15  # the rate sent counts as down at the ceiling within this
 RTT_TREND_POLLS = 4  # (1 s)
 RTT_RISE_MS = 100.0
+# ...or the send buffer's span grew this much over the same second: what a second cut waits for
+# when the RTT stands still (no ACK advances behind a lost packet without TSBPD at the receiver).
+# A queue that drains shrinks; 100 ms/s is the rate sent ~10 % over what the link carries.
+QUEUE_RISE_MS = 100.0
+# A queue this long is discarded with the connection (``reset``): the sender drops nothing itself
+# (``SrtOptions.sender_drops``), and a viewer would otherwise wait behind all of it. Three times
+# libsrt's own sender drop limit (1 s), which the cuts and the pause keep the queue under on a
+# link that carries at least a few tens of kbit/s (measured: 2.9 s at the worst, 120 kbit/s).
+MAX_QUEUE_MS = 3000.0
+# The span grows with the clock (this many ms per ms) when no ACK advances at all: a lost packet
+# waits for its retransmission behind the queue, whatever the rate sent now. Not evidence for a
+# second cut (cutting on it went 216 -> 24 kbit/s, the floor, on the 120 kbit/s link), nor is a
+# span that shrinks while the RTT, measured behind the old queue, still rises (40 -> 30 -> 24).
+# After a cut the rate sent is within ~1.5x the capacity, so a rate too high grows it at most
+# ~0.35 ms per ms.
+STALLED_GROWTH = 0.8
+RESET_MIN_INTERVAL_S = 10.0  # at most one reset this often (a new connection starts empty)
 LOSS_SEVERE_PCT = 25.0
 # Loss counts over this window and only with this many packets sent in it: at 40 kbit/s a poll
 # carries about 4 packets, and one burst loss read as 25-67 % cut the rate to its floor on a link
@@ -100,6 +133,7 @@ class LinkVerdict:
     reason: str  # why the ceiling is where it is (for telemetry)
     congested: bool
     pause: bool = False  # send nothing now: the queue in front of the link must drain first
+    reset: bool = False  # discard the queue with the connection: it passed MAX_QUEUE_MS
 
 
 class LinkEstimator:
@@ -119,6 +153,8 @@ class LinkEstimator:
         self._pause_since: float | None = None
         self._pause_left = 0.0  # of MAX_PAUSE_S, in this episode
         self.pauses = 0
+        self.resets = 0
+        self._last_reset = -1e9
 
     def reset(self) -> None:
         """A new connection: its counters restart and its path may differ."""
@@ -180,6 +216,11 @@ class LinkEstimator:
         # The pause waits for the sender's own queue only: the RTT, which would show the
         # network's, is not measured while nothing is sent (it stayed at 2 s for 5 s of pause).
         pause = self._pause(sample.at, delay)
+        if delay > MAX_QUEUE_MS and sample.at - self._last_reset >= RESET_MIN_INTERVAL_S:
+            self._last_reset = sample.at
+            self.resets += 1
+            self.reason = f"link: queueing {delay:.0f} ms, connection reset"
+            return LinkVerdict(self.ceiling_kbps, self.reason, True, False, reset=True)
         if why is not None:
             return self._verdict(True, pause)
         if delay < DELAY_CLEAR_MS:
@@ -248,10 +289,12 @@ class LinkEstimator:
         self._set_ceiling(before * factor, f"link: {why}, cut from {before:.0f} kbit/s")
 
     def _cut_again_now(self, now: float, sending_kbps: float) -> bool:
-        """Still congested ``DRAIN_GRACE_S`` after a cut or a pause, and the network's queue still
-        grows: the RTT rose by ``RTT_RISE_MS`` over the last second. Not the send buffer: the
-        sender's drops hold it at ~0.9 s whatever the queue does, and drops alone are the old
-        queue's tail (cutting on them went 500 -> 33 kbit/s on a 150 kbit/s link). While the
+        """Still congested ``DRAIN_GRACE_S`` after a cut or a pause, and the queue still grows:
+        the RTT rose by ``RTT_RISE_MS`` over the last second, or the send buffer's span by
+        ``QUEUE_RISE_MS`` (the RTT stands still while no ACK advances). Not its length alone, nor
+        drops: a queue that shrinks is the old rate's tail (cutting on drops went 500 -> 33
+        kbit/s on a 150 kbit/s link), nor a span that grows with the clock (``STALLED_GROWTH``).
+        While the
         encoder is still above the ceiling (a new encoder runs high for its first seconds), wait
         twice as long."""
         if self._cut is None:
@@ -260,8 +303,12 @@ class LinkEstimator:
         came_down = sending_kbps <= (self.ceiling_kbps or self.setting_kbps) * SENDING_SLACK
         if now - at < (DRAIN_GRACE_S if came_down else 2 * DRAIN_GRACE_S):
             return False
-        recent = [s for s, _ in list(self._samples)[-(RTT_TREND_POLLS + 1) :]]
-        return recent[-1].rtt_ms - recent[0].rtt_ms > RTT_RISE_MS
+        recent = list(self._samples)[-(RTT_TREND_POLLS + 1) :]
+        (first, first_delay), (last, last_delay) = recent[0], recent[-1]
+        growth = last_delay - first_delay
+        if growth < 0 or growth >= STALLED_GROWTH * (last.at - first.at) * 1000:
+            return False  # draining (the rate fits), or stalled behind a lost packet (see above)
+        return growth > QUEUE_RISE_MS or last.rtt_ms - first.rtt_ms > RTT_RISE_MS
 
     def _cut_again(self, now: float, delay: float, why: str) -> None:
         current = float(self.ceiling_kbps or self.setting_kbps)

@@ -88,6 +88,7 @@ class RateLoop:
         self.skipped = 0
         self.paused = 0  # frames held back while the queue in front of the link drained
         self._pausing = False
+        self._reset_link = False  # the estimator asked to discard the queue with the connection
 
     # --- settings -------------------------------------------------------------------------------
     def _target(self) -> tuple[int, str]:
@@ -255,6 +256,14 @@ class RateLoop:
         )
         verdict = self.link.update(sample, self.controller.sent_kbps(now, 1.0))
         self._pausing = verdict.pause and self.settings.adapt_to_link
+        self._reset_link = self._reset_link or (verdict.reset and self.settings.adapt_to_link)
+
+    def take_link_reset(self) -> bool:
+        """Whether the queue in front of the link has grown past what a viewer should wait for
+        (linkestimate.MAX_QUEUE_MS): the caller starts a new connection, which discards it. Once."""
+        with self._lock:
+            reset, self._reset_link = self._reset_link, False
+            return reset
 
     # --- reporting ------------------------------------------------------------------------------
     def status(self, now: float) -> dict[str, object]:

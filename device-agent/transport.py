@@ -41,6 +41,7 @@ log = logging.getLogger("flumph.agent.transport")
 STATS_INTERVAL_S = 0.25
 SAVE_INTERVAL_S = 10.0
 PAYLOAD_SIZE = 1316
+SENDER_DROPS = False  # see SrtOptions.sender_drops and device-agent/linkestimate.py
 
 
 def parse_ingest_url(url: str) -> tuple[str, int]:
@@ -77,6 +78,7 @@ class Destination:
             passphrase=self.passphrase,
             payload_size=PAYLOAD_SIZE,
             streamid=self.streamid,
+            sender_drops=SENDER_DROPS,
         )
 
 
@@ -252,6 +254,20 @@ class SrtPublisher:
             # until the next poll, never not at all (what the budget's gate must not miss).
             self._counted.unpolled_wire += cost
         return True
+
+    def reset_connection(self, why: str) -> None:
+        """Close the current connection at once, discarding what it has not delivered, and
+        connect again (a new generation: a new document starting at a keyframe). For a queue the
+        sender will never drop itself (``SENDER_DROPS``) grown longer than a viewer should wait."""
+        with self._lock:
+            sock, self._socket = self._socket, None
+            if sock is None:
+                return
+            self._broken = sock
+            self._burst, self._burst_frames = [], 0
+            self.stats.last_error = why
+        log.warning("SRT connection reset: %s", why)
+        self._wake.set()
 
     def link_stats(self) -> tuple[float, int, SrtStats] | None:
         """The newest statistics of the current connection: (time.monotonic() of the poll, the

@@ -16,6 +16,7 @@ from flumph.srt.library import (
     _SRTO_PAYLOADSIZE,
     _SRTO_PBKEYLEN,
     _SRTO_PEERIDLETIMEO,
+    _SRTO_SNDDROPDELAY,
     _SRTO_STREAMID,
     _SRTO_TRANSTYPE,
     _SRTO_TSBPDMODE,
@@ -132,6 +133,14 @@ class SrtOptions:
     # it is retransmitted or the sender gives it up (1 s in libsrt 1.5), and libsrt runs no
     # delivery thread per socket (bench/README.md, `srt_tsbpd.py`: half the receive cost).
     tsbpd: bool = True
+    # Whether this socket, sending, drops packets still unacknowledged ~1 s after they were handed
+    # to it (libsrt's sender-side too-late drop, SRTO_SNDDROPDELAY >= 0, on whenever the receiver
+    # agreed to TLPKTDROP). False (SRTO_SNDDROPDELAY = -1): it never does. Why a sender may want
+    # that: a receiver without TSBPD cannot skip the hole a dropped packet leaves (libsrt
+    # Haivision/srt#1082, #2460): it stops delivering and acknowledging for good (measured with the
+    # ingest's ``srt_tsbpd = false``: nothing delivered for 15 s; device-agent/linkestimate.py).
+    # The sender's queue is then bounded only by the rate it sends at.
+    sender_drops: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.latency_ms <= 60_000:
@@ -159,6 +168,8 @@ class SrtOptions:
         _set_int(sid, _SRTO_PEERIDLETIMEO, self.peer_idle_timeout_ms, "SRTO_PEERIDLETIMEO")
         if not self.tsbpd:
             _set_int(sid, _SRTO_TSBPDMODE, 0, "SRTO_TSBPDMODE")
+        if not self.sender_drops:
+            _set_int(sid, _SRTO_SNDDROPDELAY, -1, "SRTO_SNDDROPDELAY")
         if self.linger_s is not None:
             linger = struct.pack("=ii", 1 if self.linger_s > 0 else 0, self.linger_s)
             _set_bytes(sid, _SRTO_LINGER, linger, "SRTO_LINGER")
