@@ -68,6 +68,9 @@ BASE_RTT_WINDOW_S = 30.0
 DELAY_HIGH_MS = 100.0
 DELAY_SEVERE_MS = 400.0  # queueing that acts at once
 DELAY_CLEAR_MS = 60.0  # queueing under which the link has room again
+# ...or under this many bytes in the send buffer now: two full packets, what a link with room
+# holds unacknowledged for an RTT at these rates (a frame of 300 kbit/s at 15 fps is 2.5 KB).
+DRAINED_BYTES = 2 * 1316
 GROWTH_MS = 50.0  # per poll
 FAST_GROWTH_MS = 60.0  # per poll: the link carries well under the rate (severe)
 GROWING_POLLS = 2
@@ -75,24 +78,24 @@ CONGESTED_AFTER = 4  # polls (1 s)
 PAUSE_ABOVE_MS = 300.0  # congested with this much queued: send nothing until it drains...
 MAX_PAUSE_S = 2.0  # ...for at most this long
 SENDING_SLACK = 1.15  # the rate sent counts as down at the ceiling within this
-RTT_TREND_POLLS = 4  # (1 s)
-RTT_RISE_MS = 100.0
-# ...or the send buffer's span grew this much over the same second: what a second cut waits for
-# when the RTT stands still (no ACK advances behind a lost packet without TSBPD at the receiver).
-# A queue that drains shrinks; 100 ms/s is the rate sent ~10 % over what the link carries.
+QUEUE_TREND_POLLS = 4  # (1 s)
+# A second cut waits for the send buffer's span to grow this much over the last second: the rate
+# sent ~10 % over what the link carries. Not for the RTT to rise (as until December 2026): it
+# stands still while no ACK advances (behind a lost packet, without TSBPD at the receiver) and
+# rises while the old queue drains (the ACKACK waits behind it), which cut 147 -> 24 kbit/s on
+# the 120 kbit/s link; with the sender no longer dropping, the span is the queue itself.
 QUEUE_RISE_MS = 100.0
 # A queue this long is discarded with the connection (``reset``): the sender drops nothing itself
 # (``SrtOptions.sender_drops``), and a viewer would otherwise wait behind all of it. Three times
 # libsrt's own sender drop limit (1 s), which the cuts and the pause keep the queue under on a
 # link that carries at least a few tens of kbit/s (measured: 2.9 s at the worst, 120 kbit/s).
 MAX_QUEUE_MS = 3000.0
-# The span grows with the clock (this many ms per ms) when no ACK advances at all: a lost packet
-# waits for its retransmission behind the queue, whatever the rate sent now. Not evidence for a
-# second cut (cutting on it went 216 -> 24 kbit/s, the floor, on the 120 kbit/s link), nor is a
-# span that shrinks while the RTT, measured behind the old queue, still rises (40 -> 30 -> 24).
-# After a cut the rate sent is within ~1.5x the capacity, so a rate too high grows it at most
-# ~0.35 ms per ms.
-STALLED_GROWTH = 0.8
+# The span grows with the clock (up to 1 ms per ms) when no ACK advances: a lost packet waits for
+# its retransmission behind the queue, whatever the rate sent now. Not evidence for a second cut:
+# cutting on it went 216 -> 24 kbit/s (the floor) on the 120 kbit/s link, with the span growing
+# 0.5-1.2 ms per ms while 67-106 kbit/s were sent. After a first cut the rate sent is within
+# ~1.5x the capacity, which grows it at most ~0.35 ms per ms.
+STALLED_GROWTH = 0.4
 RESET_MIN_INTERVAL_S = 10.0  # at most one reset this often (a new connection starts empty)
 LOSS_SEVERE_PCT = 25.0
 # Loss counts over this window and only with this many packets sent in it: at 40 kbit/s a poll
@@ -125,6 +128,7 @@ class LinkSample:
     packets_sent: int
     packets_lost: int  # reported lost by the receiver (NAKs)
     packets_dropped: int  # dropped by the sender as too late
+    send_buffer_now_bytes: int | None = None  # not averaged (send_buffer_* are libsrt's average)
 
 
 @dataclass(frozen=True)
@@ -196,8 +200,11 @@ class LinkEstimator:
         dropped = sample.packets_dropped - previous.packets_dropped
         self._high_polls = self._high_polls + 1 if delay > DELAY_HIGH_MS else 0
         why = None
+        drained = self._drained(sample)  # the average's queue is gone already
         if dropped > 0:
             why = f"{dropped} packets dropped as too late"
+        elif drained:
+            pass
         elif delay > DELAY_SEVERE_MS:
             why = f"queueing {delay:.0f} ms"
         elif delay > DELAY_HIGH_MS and self._growing(GROWTH_MS):
@@ -223,7 +230,7 @@ class LinkEstimator:
             return LinkVerdict(self.ceiling_kbps, self.reason, True, False, reset=True)
         if why is not None:
             return self._verdict(True, pause)
-        if delay < DELAY_CLEAR_MS:
+        if delay < DELAY_CLEAR_MS or drained:
             self._clear_since = self._clear_since if self._clear_since is not None else sample.at
             if self._episode and sample.at - self._clear_since >= HOLD_S:
                 self._episode = False
@@ -233,6 +240,13 @@ class LinkEstimator:
         else:
             self._clear_since = None
         return self._verdict(False, pause)
+
+    def _drained(self, sample: LinkSample) -> bool:
+        """The send buffer holds under ``DRAINED_BYTES`` now. libsrt's average of it lags: once
+        the link came back to 600 kbit/s it took 3.5-5 s to read under ``DELAY_CLEAR_MS`` (1.9 s
+        of queue), which the climb back then started late by."""
+        now = sample.send_buffer_now_bytes
+        return now is not None and now < DRAINED_BYTES
 
     def _loss_pct(self, sample: LinkSample) -> float:
         """Packets reported lost per packet sent, over the last ``LOSS_WINDOW_S`` or as much
@@ -290,8 +304,7 @@ class LinkEstimator:
 
     def _cut_again_now(self, now: float, sending_kbps: float) -> bool:
         """Still congested ``DRAIN_GRACE_S`` after a cut or a pause, and the queue still grows:
-        the RTT rose by ``RTT_RISE_MS`` over the last second, or the send buffer's span by
-        ``QUEUE_RISE_MS`` (the RTT stands still while no ACK advances). Not its length alone, nor
+        the send buffer's span by ``QUEUE_RISE_MS`` over the last second. Not its length alone, nor
         drops: a queue that shrinks is the old rate's tail (cutting on drops went 500 -> 33
         kbit/s on a 150 kbit/s link), nor a span that grows with the clock (``STALLED_GROWTH``).
         While the
@@ -303,12 +316,12 @@ class LinkEstimator:
         came_down = sending_kbps <= (self.ceiling_kbps or self.setting_kbps) * SENDING_SLACK
         if now - at < (DRAIN_GRACE_S if came_down else 2 * DRAIN_GRACE_S):
             return False
-        recent = list(self._samples)[-(RTT_TREND_POLLS + 1) :]
+        recent = list(self._samples)[-(QUEUE_TREND_POLLS + 1) :]
         (first, first_delay), (last, last_delay) = recent[0], recent[-1]
         growth = last_delay - first_delay
         if growth < 0 or growth >= STALLED_GROWTH * (last.at - first.at) * 1000:
             return False  # draining (the rate fits), or stalled behind a lost packet (see above)
-        return growth > QUEUE_RISE_MS or last.rtt_ms - first.rtt_ms > RTT_RISE_MS
+        return growth > QUEUE_RISE_MS
 
     def _cut_again(self, now: float, delay: float, why: str) -> None:
         current = float(self.ceiling_kbps or self.setting_kbps)

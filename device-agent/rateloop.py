@@ -249,6 +249,7 @@ class RateLoop:
             rtt_ms=stats.rtt_ms,
             send_buffer_ms=stats.send_buffer_ms,
             send_buffer_bytes=stats.send_buffer_bytes,
+            send_buffer_now_bytes=stats.send_buffer_now_bytes,
             bytes_sent=stats.bytes_sent_unique,
             packets_sent=stats.packets_sent,
             packets_lost=stats.packets_lost_sent,

@@ -14,6 +14,7 @@ bursts leave in order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -381,6 +382,10 @@ class SrtPublisher:
         with self._lock:
             try:
                 stats = sock.stats()
+                # And the send buffer as it is now, beside libsrt's moving average of it: the rate
+                # adapter sees a drained queue at once (device-agent/linkestimate.py).
+                now = sock.stats(instantaneous=True)
+                stats = dataclasses.replace(stats, send_buffer_now_bytes=now.send_buffer_bytes)
             except SrtError:
                 # srt_bstats fails once the peer has closed: estimate from what was handed over.
                 if final:

@@ -147,12 +147,14 @@ class SrtSocket:
             raise TimeoutError(f"srt_recvmsg on SRT socket {self._sid}: nothing in {timeout_s} s")
         raise SrtError(f"srt_recvmsg on SRT socket {self._sid}: {message} (SRT error {code})", code)
 
-    def stats(self, clear: bool = False) -> SrtStats:
+    def stats(self, clear: bool = False, *, instantaneous: bool = False) -> SrtStats:
         """Statistics since the connection opened; fails (SrtError) once the peer has closed.
-        ``clear`` restarts the interval over which the rates are measured."""
+        ``clear`` restarts the interval over which the rates are measured. ``instantaneous``: the
+        send buffer as it is now; by default libsrt reports a moving average of it, which lags a
+        queue's growth and draining by about a second (srt_bistats)."""
         perf = _BStats()
-        if _lib().srt_bstats(self._sid, ctypes.byref(perf), int(clear)) < 0:
-            raise _error(f"srt_bstats on SRT socket {self._sid}")
+        if _lib().srt_bistats(self._sid, ctypes.byref(perf), int(clear), int(instantaneous)) < 0:
+            raise _error(f"srt_bistats on SRT socket {self._sid}")
         return SrtStats.from_bstats(perf)
 
     def unacknowledged_bytes(self) -> int:

@@ -230,6 +230,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "srt_getlasterror": (_INT, [ctypes.POINTER(_INT)]),
     "srt_getlasterror_str": (_BUF, []),
     "srt_bstats": (_INT, [_I32, ctypes.POINTER(_BStats), _INT]),
+    "srt_bistats": (_INT, [_I32, ctypes.POINTER(_BStats), _INT, _INT]),
     "srt_getsockstate": (_INT, [_I32]),
     "srt_getsndbuffer": (
         _INT,

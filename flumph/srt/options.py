@@ -223,6 +223,9 @@ class SrtStats:
     send_buffer_ms: int = 0  # time span of the unacknowledged data
     send_buffer_bytes: int = 0
     send_buffer_packets: int = 0
+    # The same bytes as they are now: the fields above are libsrt's moving average (srt_bstats),
+    # which lags a queue's draining by seconds. Filled only by a caller that asks for both.
+    send_buffer_now_bytes: int = 0
     flight_packets: int = 0  # sent and not yet acknowledged, in the network
     bandwidth_mbps: float = 0.0  # libsrt's packet-pair estimate of the link (noisy)
     bytes_sent_unique: int = 0  # payload bytes sent once (retransmissions not counted)
