@@ -55,7 +55,7 @@ class Settings:
     deflate: bool  # viewers offer permessage-deflate, as browsers do
     log_dir: Path
     ingest_prelude: str | None = None  # experiment: Python run in the ingest before it starts
-    srt_tsbpd: bool = True  # the ingest holds packets for latency_ms (its default)
+    srt_tsbpd: bool = False  # True: the ingest holds packets for latency_ms (its default: off)
 
     @property
     def send_s(self) -> float:
@@ -469,8 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--srt-tsbpd",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the ingest's SRT timestamp-based delivery (its default: on; --no-srt-tsbpd: off)",
+        default=False,
+        help="the ingest's SRT timestamp-based delivery (its default: off; --srt-tsbpd: on)",
     )
     p.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames)")
     p.add_argument("--json", type=Path, help="write every figure to this JSON file")

@@ -4,47 +4,51 @@ Pure (STYLE.md #13), after belacoder's balancers: fed one sample per statistics 
 it answers with a ceiling for the encoder's rate, or None when the link is not the limit.
 
 Live-mode SRT sends at the encoder's pace, so a link that cannot carry the stream shows up first
-as queueing in front of it, seen by the sender as a growing send buffer and RTT, then as packets
-the sender drops as too late and losses.
+as queueing in front of it, seen by the sender as a growing send buffer, then as losses. The
+agent's sender never drops a packet as too late (``SrtOptions.sender_drops``, see below), so its
+send buffer is the whole queue.
 
-- **Queueing delay** = ``send-buffer span - base RTT`` (the span: how old the oldest
-  unacknowledged packet is; base: the lowest RTT of the last ``BASE_RTT_WINDOW_S``). Not the RTT
-  itself: the ACKACK that measures it queues behind the data, so while a queue drains the RTT
-  reports the queue as it was (measured: 0.57 -> 1.7 s over a 2 s pause in which the send buffer
-  went 0.64 -> 0.44 s and nothing was sent). Every quarter second counts: 500 kbit/s into a
-  150 kbit/s link queues 0.58 s of video per 0.25 s, and the sender drops what is still
-  unacknowledged after 0.5-1 s (measured with 120 ms latency). Congestion is: over
-  ``DELAY_SEVERE_MS``; or over ``DELAY_HIGH_MS`` and grown by at least ``GROWTH_MS`` on each of
-  ``GROWING_POLLS`` polls; or over ``DELAY_HIGH_MS`` for ``CONGESTED_AFTER`` polls without
-  shrinking. A keyframe's burst queues for a moment on any
-  link near its capacity and then shrinks, which none of these mistake for a full link.
-- **Too-late drops** and **loss** over ``LOSS_SEVERE_PCT``: congestion at once. Loss below that
-  without queueing is SRT's to repair, not a reason to lower the picture.
+- **Queueing delay** = ``send-buffer span - base RTT`` (the span: the time range of the data not
+  yet acknowledged, libsrt's moving average of it; base: the lowest RTT of the last
+  ``BASE_RTT_WINDOW_S``). Not the RTT itself: the ACKACK that measures it queues behind the data,
+  so while a queue drains the RTT reports the queue as it was (measured: 0.57 -> 1.7 s over a 2 s
+  pause in which the send buffer went 0.64 -> 0.44 s and nothing was sent), and it stands still
+  while no ACK advances (below). Every quarter second counts: 500 kbit/s into a 150 kbit/s link
+  queues 0.58 s of video per 0.25 s. Congestion is: over ``DELAY_SEVERE_MS``; or over
+  ``DELAY_HIGH_MS`` and grown by at least ``GROWTH_MS`` on each of ``GROWING_POLLS`` polls; or
+  over ``DELAY_HIGH_MS`` for ``CONGESTED_AFTER`` polls without shrinking. A keyframe's burst
+  queues for a moment on any link near its capacity and then shrinks, which none of these mistake
+  for a full link. The average lags: a send buffer that holds under ``DRAINED_BYTES`` now (not
+  averaged) is drained whatever the average still says.
+- **Too-late drops** (a sender configured to drop) and **loss** over ``LOSS_SEVERE_PCT``:
+  congestion at once. Loss below that without queueing is SRT's to repair, not a reason to lower
+  the picture.
 
 An episode of congestion starts with one cut of the rate being sent: to ``SEVERE_DECREASE`` x
 when the queue is long, grows fast or the sender dropped packets, else to ``DECREASE_FACTOR`` x.
 With a long queue the loop also sends nothing for a moment (``pause``, at most ``MAX_PAUSE_S``):
-every frame sent would wait behind the queue and past the sender's drop limit be lost, so sending
-nothing drains it fastest, and the next frame out is a keyframe at the new rate. Once the rate
-sent is down at the ceiling, ``DRAIN_GRACE_S`` later, a delay that still grows cuts again by
-``DECREASE_FACTOR``; drops and delay while the queue shrinks are its tail, not new evidence.
-(Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s link.)
+every frame sent would wait behind the queue, so sending nothing drains it fastest, and the next
+frame out is a keyframe at the new rate. Once the rate sent is down at the ceiling,
+``DRAIN_GRACE_S`` later, a span that still grows by ``QUEUE_RISE_MS`` a second, but slower than
+``STALLED_GROWTH``, cuts again by ``DECREASE_FACTOR``; a queue that shrinks is the old rate's
+tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s
+link.) Over ``MAX_QUEUE_MS`` the verdict asks for a new connection (``reset``), which discards the
+queue: what a viewer waits for stays bounded whatever the link does.
 
-**A receiver without TSBPD** (the ingest's ``srt_tsbpd = false``, any listener may be one) changes
-two things, measured through bench/linkproxy.py at 120 kbit/s (test_link_adaptation):
+**A receiver without TSBPD** (the ingest's ``srt_tsbpd = false``; any listener may be one), as
+measured through bench/linkproxy.py at 120 kbit/s (tests/test_link_adaptation.py), before this
+module knew of it:
 
-- It cannot skip the hole a packet the sender dropped as too late leaves (libsrt
-  Haivision/srt#1082, #2460): it stopped delivering and acknowledging for good (the ingest got
-  nothing for 15 s and dropped the publisher), so the agent's sender never drops
-  (``SrtOptions.sender_drops``, device-agent/transport.py). Its queue is then bounded by nothing
-  but the rate: over ``MAX_QUEUE_MS`` the verdict asks for a new connection (``reset``), which
-  discards it, so what a viewer waits for stays bounded whatever the link does.
+- It cannot skip the hole that a packet the sender dropped as too late leaves (libsrt
+  Haivision/srt#1082, #2460): with libsrt's default sender drops (~1 s), it stopped delivering and
+  acknowledging for good in 1 of 3 runs (the ingest got nothing for 15 s and dropped the
+  publisher; the sender's RTT stood at 803.3 ms for 15 s). Hence no sender drops.
 - A packet lost on the way holds every acknowledgement until its retransmission arrives (TSBPD
-  would give it up after the latency), and the sender updates its RTT only from an ACK that
-  advances: the RTT stood still for 4.5-11 s (601.6 ms, 803.3 ms) while the send buffer's span
-  grew 0.3 -> 2.9 s. Waiting for the RTT to rise before a second cut left the rate at 145-161
-  kbit/s on the 120 kbit/s link for the whole narrow phase. So a second cut also comes when the
-  sender's own queue grew by ``QUEUE_RISE_MS`` over the last second.
+  gives it up after the latency), and the sender updates its RTT only from an ACK that advances:
+  the RTT stood still for 4.5 s (601.6 ms) while the span grew 0.3 -> 2.9 s. The second cut used
+  to wait for the RTT to rise, and the rate stayed at 145-161 kbit/s through the narrow phase;
+  cutting on the RTT also over-cut with TSBPD (147 -> 24 kbit/s while the queue drained).
+  Meanwhile the span grows with the clock whatever the rate (``STALLED_GROWTH``).
 
 The capacity itself is not read from the sender's statistics, deliberately: measured through
 bench/linkproxy.py at 150 kbit/s, "acknowledged" bytes (sent - send buffer - dropped) came out at
@@ -87,8 +91,8 @@ QUEUE_TREND_POLLS = 4  # (1 s)
 QUEUE_RISE_MS = 100.0
 # A queue this long is discarded with the connection (``reset``): the sender drops nothing itself
 # (``SrtOptions.sender_drops``), and a viewer would otherwise wait behind all of it. Three times
-# libsrt's own sender drop limit (1 s), which the cuts and the pause keep the queue under on a
-# link that carries at least a few tens of kbit/s (measured: 2.9 s at the worst, 120 kbit/s).
+# libsrt's own sender drop limit (1 s); on the 120 kbit/s link the cuts and the pause kept the
+# span at 1.2-2.3 s at the worst (the occasional run stalled behind a lost packet reached 3.1 s).
 MAX_QUEUE_MS = 3000.0
 # The span grows with the clock (up to 1 ms per ms) when no ACK advances: a lost packet waits for
 # its retransmission behind the queue, whatever the rate sent now. Not evidence for a second cut:
@@ -262,9 +266,8 @@ class LinkEstimator:
 
     def _pause(self, now: float, delay: float) -> bool:
         """Whether to hold frames back: in an episode with a long queue in front of the link,
-        every frame sent waits behind it (and past the sender's drop limit, 0.5-1 s measured, is
-        lost), so sending nothing drains it fastest; the next frame out is a keyframe at the new
-        rate. At most ``MAX_PAUSE_S`` per episode."""
+        every frame sent waits behind it, so sending nothing drains it fastest; the next frame
+        out is a keyframe at the new rate. At most ``MAX_PAUSE_S`` per episode."""
         if self._episode and self._pause_left > 0 and delay > PAUSE_ABOVE_MS:
             if self._pause_since is None:
                 self._pause_since = now

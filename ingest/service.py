@@ -50,14 +50,15 @@ class IngestConfig(StrictModel):
     srt_port: int = Field(default=8890, ge=0, le=65535, title="SRT listener UDP port")
     srt_latency_ms: int = Field(default=120, ge=20, le=8000, title="SRT receive latency")
     # libsrt's timestamp-based delivery holds every packet until its send time + srt_latency_ms
-    # and runs a delivery thread per publisher. Off, a frame reaches viewers ~110 ms sooner and
-    # SRT's receive CPU halves (bench/README.md, `srt_tsbpd.py`), a lost packet is waited for
-    # until resent or given up (1 s). On by default all the same: with it off the agent's uplink
-    # adaptation held a 300 kbit/s stream at ~214 kbit/s on a 120 kbit/s link in 5 of 8 runs
-    # (tests/test_link_adaptation.py), against 3 of 3 right with it on; its estimator was built
-    # on what SRT does with TSBPD.
+    # and runs a delivery thread per publisher. Off (the default), a frame reaches viewers ~110 ms
+    # sooner and SRT's receive CPU halves (bench/README.md, `srt_tsbpd.py`); a lost packet is
+    # waited for until resent. Caveat: without TSBPD libsrt cannot skip a packet the sender gave
+    # up on (Haivision/srt#1082): a sender that drops too-late packets (libsrt's default; ffmpeg,
+    # OBS) can stall its stream until publisher_idle_s drops it. The agent never drops
+    # (device-agent/linkestimate.py); its uplink adaptation passes tests/test_link_adaptation.py
+    # in both modes.
     srt_tsbpd: bool = Field(
-        default=True, title="SRT timestamp-based delivery (hold packets for srt_latency_ms)"
+        default=False, title="SRT timestamp-based delivery (hold packets for srt_latency_ms)"
     )
     srt_passphrase: str | None = Field(
         default=None, min_length=10, max_length=79, title="passphrase every publisher must use"

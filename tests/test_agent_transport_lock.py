@@ -1,9 +1,9 @@
 """SrtPublisher holds no lock across a blocking send (issue #13, point 8).
 
 A stand-in socket is used here, and only here: a real libsrt live-mode send blocks only when its
-send buffer (8192 packets) fills faster than its too-late drop empties it, which loopback cannot
-produce on demand. Everything else about the publisher is exercised against real libsrt in
-test_agent_stream.py.
+send buffer (8192 packets) fills, which loopback cannot produce on demand (and the agent, whose
+sender drops nothing, resets the connection long before: linkestimate.MAX_QUEUE_MS). Everything
+else about the publisher is exercised against real libsrt in test_agent_stream.py.
 """
 
 from __future__ import annotations

@@ -308,11 +308,11 @@ async def test_matroska_the_reader_cannot_read_is_handed_to_pyav_mid_stream(
     assert dec.frames >= 30 and dec.frames % 15 == 0, dec
 
 
-def test_srt_tsbpd_is_on_by_default_and_the_flag_and_env_turn_it_off() -> None:
+def test_srt_tsbpd_is_off_by_default_and_the_flag_and_env_turn_it_on() -> None:
     from flumph.ingest.main import load, parse_args
 
-    assert load(parse_args([]), {}).srt_tsbpd is True
-    assert load(parse_args(["--no-srt-tsbpd"]), {}).srt_tsbpd is False
-    assert load(parse_args([]), {"FLUMPH_INGEST_SRT_TSBPD": "false"}).srt_tsbpd is False
-    env = {"FLUMPH_INGEST_SRT_TSBPD": "false"}
-    assert load(parse_args(["--srt-tsbpd"]), env).srt_tsbpd is True
+    assert load(parse_args([]), {}).srt_tsbpd is False
+    assert load(parse_args(["--srt-tsbpd"]), {}).srt_tsbpd is True
+    assert load(parse_args([]), {"FLUMPH_INGEST_SRT_TSBPD": "true"}).srt_tsbpd is True
+    env = {"FLUMPH_INGEST_SRT_TSBPD": "true"}
+    assert load(parse_args(["--no-srt-tsbpd"]), env).srt_tsbpd is False
