@@ -30,7 +30,7 @@ With a long queue the loop also sends nothing for a moment (``pause``, at most `
 every frame sent would wait behind the queue, so sending nothing drains it fastest, and the next
 frame out is a keyframe at the new rate. Once the rate sent is down at the ceiling,
 ``DRAIN_GRACE_S`` later, a span that still grows by ``QUEUE_RISE_MS`` a second, but slower than
-``STALLED_GROWTH``, cuts again by ``DECREASE_FACTOR``; a queue that shrinks is the old rate's
+``STALLED_GROWTH``, cuts again, by ``DECREASE_FACTOR`` only; a queue that shrinks is the old rate's
 tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s
 link.) Over ``MAX_QUEUE_MS`` the verdict asks for a new connection (``reset``), which discards the
 queue: what a viewer waits for stays bounded whatever the link does.
@@ -310,9 +310,8 @@ class LinkEstimator:
         the send buffer's span by ``QUEUE_RISE_MS`` over the last second. Not its length alone, nor
         drops: a queue that shrinks is the old rate's tail (cutting on drops went 500 -> 33
         kbit/s on a 150 kbit/s link), nor a span that grows with the clock (``STALLED_GROWTH``).
-        While the
-        encoder is still above the ceiling (a new encoder runs high for its first seconds), wait
-        twice as long."""
+        While the encoder is still above the ceiling (a new encoder runs high for its first
+        seconds), wait twice as long."""
         if self._cut is None:
             return True
         at, _ = self._cut
@@ -329,8 +328,11 @@ class LinkEstimator:
     def _cut_again(self, now: float, delay: float, why: str) -> None:
         current = float(self.ceiling_kbps or self.setting_kbps)
         self._capacity_kbps = current
-        factor = SEVERE_DECREASE if self._growing(FAST_GROWTH_MS) else DECREASE_FACTOR
-        self._set_ceiling(current * factor, f"link: {why}, still after a cut")
+        # Gently, however fast the span grows: the first cut took the big step, and a span
+        # mixing a queue with a lost packet's wait grew 0.3-0.6 ms per ms while under the
+        # capacity was sent (halving there went 147 -> 74 -> 56 kbit/s on the 120 kbit/s link,
+        # and the climb back took 20 s).
+        self._set_ceiling(current * DECREASE_FACTOR, f"link: {why}, still after a cut")
         self._cut = (now, delay)
 
     def _set_ceiling(self, kbps: float, reason: str) -> None:
