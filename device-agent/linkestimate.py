@@ -30,7 +30,7 @@ With a long queue the loop also sends nothing for a moment (``pause``, at most `
 every frame sent would wait behind the queue, so sending nothing drains it fastest, and the next
 frame out is a keyframe at the new rate. Once the rate sent is down at the ceiling,
 ``DRAIN_GRACE_S`` later, a span that still grows by ``QUEUE_RISE_MS`` a second, but slower than
-``STALLED_GROWTH``, cuts again, by ``DECREASE_FACTOR`` only; a queue that shrinks is the old rate's
+``STALLED_GROWTH``, cuts again by ``DECREASE_FACTOR`` (``SEVERE_DECREASE`` if fast); a queue that shrinks is the old rate's
 tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s
 link.) Over ``MAX_QUEUE_MS`` the verdict asks for a new connection (``reset``), which discards the
 queue: what a viewer waits for stays bounded whatever the link does.
@@ -100,7 +100,9 @@ MAX_QUEUE_MS = 3000.0
 # 0.5-1.2 ms per ms while 67-106 kbit/s were sent. After a first cut the rate sent is within
 # ~1.5x the capacity, which grows it at most ~0.35 ms per ms.
 STALLED_GROWTH = 0.4
-RESET_MIN_INTERVAL_S = 10.0  # at most one reset this often (a new connection starts empty)
+# At most one reset this often: a new connection starts empty and cannot queue MAX_QUEUE_MS
+# sooner, but polls of the old one may still come in while it is replaced.
+RESET_MIN_INTERVAL_S = MAX_QUEUE_MS / 1000
 LOSS_SEVERE_PCT = 25.0
 # Loss counts over this window and only with this many packets sent in it: at 40 kbit/s a poll
 # carries about 4 packets, and one burst loss read as 25-67 % cut the rate to its floor on a link
@@ -179,6 +181,11 @@ class LinkEstimator:
     def in_episode(self) -> bool:
         """Congested, or its queue not yet drained: no time for a new encoder's keyframe."""
         return self._episode
+
+    @property
+    def queueing_ms(self) -> float:
+        """The queueing delay at the last poll (send-buffer span - base RTT)."""
+        return self._samples[-1][1] if self._samples else 0.0
 
     def base_rtt(self) -> float | None:
         return min((r for _, r in self._rtts), default=None)
@@ -328,11 +335,8 @@ class LinkEstimator:
     def _cut_again(self, now: float, delay: float, why: str) -> None:
         current = float(self.ceiling_kbps or self.setting_kbps)
         self._capacity_kbps = current
-        # Gently, however fast the span grows: the first cut took the big step, and a span
-        # mixing a queue with a lost packet's wait grew 0.3-0.6 ms per ms while under the
-        # capacity was sent (halving there went 147 -> 74 -> 56 kbit/s on the 120 kbit/s link,
-        # and the climb back took 20 s).
-        self._set_ceiling(current * DECREASE_FACTOR, f"link: {why}, still after a cut")
+        factor = SEVERE_DECREASE if self._growing(FAST_GROWTH_MS) else DECREASE_FACTOR
+        self._set_ceiling(current * factor, f"link: {why}, still after a cut")
         self._cut = (now, delay)
 
     def _set_ceiling(self, kbps: float, reason: str) -> None:

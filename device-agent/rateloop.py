@@ -79,7 +79,8 @@ class RateLoop:
         self._next_review = now
         self._frames_since_keyframe = 0
         self._keyint_frames = settings.keyint_frames()
-        self._last_drops: tuple[int, int] | None = None  # (generation, packets dropped)
+        # (generation, packets the sender dropped, packets the receiver reported lost)
+        self._last_losses: tuple[int, int, int] | None = None
         self._loss_keyframe = False
         self._last_loss_keyframe = -1e9
         self._link_seen: tuple[int, float] | None = None
@@ -240,10 +241,11 @@ class RateLoop:
         if self._link_seen is not None and self._link_seen[0] != generation:
             self.link.reset()
         self._link_seen = (generation, polled_at)
-        last = self._last_drops
-        if last is not None and last[0] == generation and stats.packets_dropped_sent > last[1]:
-            self._loss_keyframe = True
-        self._last_drops = (generation, stats.packets_dropped_sent)
+        last = self._last_losses
+        same = last is not None and last[0] == generation
+        dropped = same and last is not None and stats.packets_dropped_sent > last[1]
+        lost = same and last is not None and stats.packets_lost_sent > last[2]
+        self._last_losses = (generation, stats.packets_dropped_sent, stats.packets_lost_sent)
         sample = LinkSample(
             at=polled_at,
             rtt_ms=stats.rtt_ms,
@@ -256,8 +258,18 @@ class RateLoop:
             packets_dropped=stats.packets_dropped_sent,
         )
         verdict = self.link.update(sample, self.controller.sent_kbps(now, 1.0))
+        # A keyframe once the receiver has played out without a packet: one this sender dropped,
+        # or one lost while the queue in front of the link is longer than the SRT latency (its
+        # retransmission comes too late for a receiver with TSBPD, which then plays out without
+        # it, and the ingest skips to the next keyframe: 8-14 s without a picture measured on the
+        # 120 kbit/s link, since the sender, which drops nothing, had no drop to tell it).
+        late = lost and self.link.queueing_ms > self.settings.srt_latency_ms
+        if dropped or late:
+            self._loss_keyframe = True
         self._pausing = verdict.pause and self.settings.adapt_to_link
-        self._reset_link = self._reset_link or (verdict.reset and self.settings.adapt_to_link)
+        # Whether or not the rate follows the link: the sender drops nothing, so this is what
+        # bounds the queue a viewer waits behind.
+        self._reset_link = self._reset_link or verdict.reset
 
     def take_link_reset(self) -> bool:
         """Whether the queue in front of the link has grown past what a viewer should wait for
