@@ -30,10 +30,11 @@ With a long queue the loop also sends nothing for a moment (``pause``, at most `
 every frame sent would wait behind the queue, so sending nothing drains it fastest, and the next
 frame out is a keyframe at the new rate. Once the rate sent is down at the ceiling,
 ``DRAIN_GRACE_S`` later, a span that still grows by ``QUEUE_RISE_MS`` a second, but slower than
-``STALLED_GROWTH``, cuts again by ``DECREASE_FACTOR`` (``SEVERE_DECREASE`` if fast); a queue that shrinks is the old rate's
-tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24 kbit/s on a 150 kbit/s
-link.) Over ``MAX_QUEUE_MS`` the verdict asks for a new connection (``reset``), which discards the
-queue: what a viewer waits for stays bounded whatever the link does.
+``STALLED_GROWTH``, cuts again by ``DECREASE_FACTOR`` (``SEVERE_DECREASE`` if fast); a queue that
+shrinks is the old rate's tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24
+kbit/s on a 150 kbit/s link.) Over ``MAX_QUEUE_MS`` the verdict asks for a new connection
+(``reset``), which discards the queue: what a viewer waits for stays bounded whatever the link
+does.
 
 **A receiver without TSBPD** (the ingest's ``srt_tsbpd = false``; any listener may be one), as
 measured through bench/linkproxy.py at 120 kbit/s (tests/test_link_adaptation.py), before this

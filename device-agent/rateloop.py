@@ -259,11 +259,14 @@ class RateLoop:
         )
         verdict = self.link.update(sample, self.controller.sent_kbps(now, 1.0))
         # A keyframe once the receiver has played out without a packet: one this sender dropped,
-        # or one lost while the queue in front of the link is longer than the SRT latency (its
-        # retransmission comes too late for a receiver with TSBPD, which then plays out without
-        # it, and the ingest skips to the next keyframe: 8-14 s without a picture measured on the
-        # 120 kbit/s link, since the sender, which drops nothing, had no drop to tell it).
-        late = lost and self.link.queueing_ms > self.settings.srt_latency_ms
+        # or one lost when its retransmission, a round trip and the queue in front of the link
+        # later, comes after the SRT latency: a receiver with TSBPD then plays out without it and
+        # the ingest skips to the next keyframe (8-14 s without a picture measured on the
+        # 120 kbit/s link; 5 s after 2 packets lost behind 95 ms of queue at 600 kbit/s), and the
+        # sender, which drops nothing, had no drop to tell it. Wasted on a receiver without TSBPD
+        # (it waits for the retransmission), which the sender cannot tell from one with it.
+        retransmitted_after = self.link.queueing_ms + (self.link.base_rtt() or stats.rtt_ms)
+        late = lost and retransmitted_after > self.settings.srt_latency_ms
         if dropped or late:
             self._loss_keyframe = True
         self._pausing = verdict.pause and self.settings.adapt_to_link
