@@ -29,9 +29,10 @@ when the queue is long, grows fast or the sender dropped packets, else to ``DECR
 With a long queue the loop also sends nothing for a moment (``pause``, at most ``MAX_PAUSE_S``):
 every frame sent would wait behind the queue, so sending nothing drains it fastest, and the next
 frame out is a keyframe at the new rate. Once the rate sent is down at the ceiling,
-``DRAIN_GRACE_S`` later, a span that still grows by ``QUEUE_RISE_MS`` a second, but slower than
-``STALLED_GROWTH``, cuts again by ``DECREASE_FACTOR`` (``SEVERE_DECREASE`` if fast); a queue that
-shrinks is the old rate's tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24
+``DRAIN_GRACE_S`` later, a span that still grows by ``QUEUE_RISE_MS`` a second while ACKs
+advance cuts again by ``DECREASE_FACTOR`` (``SEVERE_DECREASE`` if fast), to no less than
+``EPISODE_FLOOR`` of the rate that started the episode; a queue that shrinks is the old rate's
+tail, not new evidence. (Cutting on every poll spiralled down: 500 -> 24
 kbit/s on a 150 kbit/s link.) Over ``MAX_QUEUE_MS`` the verdict asks for a new connection
 (``reset``), which discards the queue: what a viewer waits for stays bounded whatever the link
 does.
@@ -49,7 +50,8 @@ module knew of it:
   the RTT stood still for 4.5 s (601.6 ms) while the span grew 0.3 -> 2.9 s. The second cut used
   to wait for the RTT to rise, and the rate stayed at 145-161 kbit/s through the narrow phase;
   cutting on the RTT also over-cut with TSBPD (147 -> 24 kbit/s while the queue drained).
-  Meanwhile the span grows with the clock whatever the rate (``STALLED_GROWTH``).
+  Meanwhile the span grows with the clock whatever the rate: no second cut while the RTT stands
+  still (cutting then went 216 -> 24 kbit/s, the floor, with 67-106 kbit/s sent).
 
 The capacity itself is not read from the sender's statistics, deliberately: measured through
 bench/linkproxy.py at 150 kbit/s, "acknowledged" bytes (sent - send buffer - dropped) came out at
@@ -90,17 +92,14 @@ QUEUE_TREND_POLLS = 4  # (1 s)
 # rises while the old queue drains (the ACKACK waits behind it), which cut 147 -> 24 kbit/s on
 # the 120 kbit/s link; with the sender no longer dropping, the span is the queue itself.
 QUEUE_RISE_MS = 100.0
+# The RTT the same on this many polls in a row: no ACK advanced (libsrt updates it with every
+# full ACK, ~10 ms apart while data flows; it stood still for 4.5-15 s behind lost packets).
+STALL_POLLS = 2
 # A queue this long is discarded with the connection (``reset``): the sender drops nothing itself
 # (``SrtOptions.sender_drops``), and a viewer would otherwise wait behind all of it. Three times
 # libsrt's own sender drop limit (1 s); on the 120 kbit/s link the cuts and the pause kept the
 # span at 1.2-2.3 s at the worst (the occasional run stalled behind a lost packet reached 3.1 s).
 MAX_QUEUE_MS = 3000.0
-# The span grows with the clock (up to 1 ms per ms) when no ACK advances: a lost packet waits for
-# its retransmission behind the queue, whatever the rate sent now. Not evidence for a second cut:
-# cutting on it went 216 -> 24 kbit/s (the floor) on the 120 kbit/s link, with the span growing
-# 0.5-1.2 ms per ms while 67-106 kbit/s were sent. After a first cut the rate sent is within
-# ~1.5x the capacity, which grows it at most ~0.35 ms per ms.
-STALLED_GROWTH = 0.4
 # At most one reset this often: a new connection starts empty and cannot queue MAX_QUEUE_MS
 # sooner, but polls of the old one may still come in while it is replaced.
 RESET_MIN_INTERVAL_S = MAX_QUEUE_MS / 1000
@@ -113,6 +112,13 @@ LOSS_MAX_WINDOW_S = 4.0  # ...and at most, looking back for LOSS_MIN_PACKETS
 LOSS_MIN_PACKETS = 20
 SEVERE_DECREASE = 0.5  # ceiling vs the rate sent: long or fast-growing queue, drops
 DECREASE_FACTOR = 0.75  # ceiling vs the rate sent: a mild episode, and each further cut
+# One episode cuts to no less than this fraction of the rate that started it. Later cuts are made
+# on a span that also holds a lost packet's wait and retransmissions, which kept growing while
+# 88-98 kbit/s went into the 120 kbit/s link: they went on to 27-41 kbit/s, and the climb back
+# then took 16-19 s (test_link_adaptation allows 18). A link that carries less still shows it:
+# the queue passes MAX_QUEUE_MS, the connection is reset, and on the new one the episode may cut
+# as far again.
+EPISODE_FLOOR = 0.25
 DRAIN_GRACE_S = 1.0  # after a cut (or a pause), the queue gets this long before a second cut
 HOLD_S = 2.0  # low delay this long ends the episode
 INCREASE_INTERVAL_S = 1.0
@@ -165,6 +171,7 @@ class LinkEstimator:
         self._clear_since: float | None = None
         self._last_increase = 0.0
         self._capacity_kbps: float | None = None  # what congested last
+        self._episode_floor = 0.0  # no cut in this episode goes under it
         self._pause_since: float | None = None
         self._pause_left = 0.0  # of MAX_PAUSE_S, in this episode
         self.pauses = 0
@@ -176,6 +183,8 @@ class LinkEstimator:
         self._samples.clear()
         self._rtts.clear()
         self._high_polls = 0
+        # Its queue starts empty: an episode under way may cut as far again (EPISODE_FLOOR).
+        self._episode_floor = (self.ceiling_kbps or 0) * EPISODE_FLOOR
 
     def set_setting(self, kbps: int) -> None:
         self.setting_kbps = kbps
@@ -308,6 +317,7 @@ class LinkEstimator:
         self.congestions += 1
         before = float(min(self.ceiling_kbps or self.setting_kbps, max(sending_kbps, 1.0)))
         self._capacity_kbps = before
+        self._episode_floor = before * EPISODE_FLOOR
         self._cut_to(before, why, delay)
         self._cut = (now, delay)
         self._pause_left = MAX_PAUSE_S
@@ -321,7 +331,7 @@ class LinkEstimator:
         """Still congested ``DRAIN_GRACE_S`` after a cut or a pause, and the queue still grows:
         the send buffer's span by ``QUEUE_RISE_MS`` over the last second. Not its length alone, nor
         drops: a queue that shrinks is the old rate's tail (cutting on drops went 500 -> 33
-        kbit/s on a 150 kbit/s link), nor a span that grows with the clock (``STALLED_GROWTH``).
+        kbit/s on a 150 kbit/s link), nor a span that grows while no ACK advances.
         While the encoder is still above the ceiling (a new encoder runs high for its first
         seconds), wait twice as long."""
         if self._cut is None:
@@ -331,17 +341,22 @@ class LinkEstimator:
         if now - at < (DRAIN_GRACE_S if came_down else 2 * DRAIN_GRACE_S):
             return False
         recent = list(self._samples)[-(QUEUE_TREND_POLLS + 1) :]
-        (first, first_delay), (last, last_delay) = recent[0], recent[-1]
-        growth = last_delay - first_delay
-        if growth < 0 or growth >= STALLED_GROWTH * (last.at - first.at) * 1000:
-            return False  # draining (the rate fits), or stalled behind a lost packet (see above)
+        growth = recent[-1][1] - recent[0][1]
+        # No ACK advanced lately (libsrt updates the RTT with each one that does): the span grows
+        # behind a lost packet waiting for its retransmission, whatever the rate.
+        stalled = len({s.rtt_ms for s, _ in recent[-(STALL_POLLS + 1) :]}) == 1
+        if growth < 0 or stalled:
+            return False  # draining (the rate fits), or stalled
         return growth > QUEUE_RISE_MS
 
     def _cut_again(self, now: float, delay: float, why: str) -> None:
         current = float(self.ceiling_kbps or self.setting_kbps)
+        if current <= self._episode_floor:
+            return  # as low as one episode goes (EPISODE_FLOOR)
         self._capacity_kbps = current
         factor = SEVERE_DECREASE if self._growing(FAST_GROWTH_MS) else DECREASE_FACTOR
-        self._set_ceiling(current * factor, f"link: {why}, still after a cut")
+        cut = max(current * factor, self._episode_floor)
+        self._set_ceiling(cut, f"link: {why}, still after a cut")
         self._cut = (now, delay)
 
     def _set_ceiling(self, kbps: float, reason: str) -> None:

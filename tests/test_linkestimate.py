@@ -65,8 +65,7 @@ def run(est: LinkEstimator, link: NoDropLink, rate: float, seconds: float) -> li
     return verdicts
 
 
-def test_a_queue_that_only_grows_is_cut_until_it_drains_without_the_rtt() -> None:
-    # The RTT never moves (no ACK advances the sender's estimate): only the queue says anything.
+def test_a_queue_that_only_grows_is_cut_until_it_drains() -> None:
     est = LinkEstimator(300)
     link = NoDropLink(capacity=600)
     run(est, link, 300, 5)
@@ -74,8 +73,7 @@ def test_a_queue_that_only_grows_is_cut_until_it_drains_without_the_rtt() -> Non
     rate = 300.0
     lowest = 300.0
     for _ in range(round(20 / POLL_S)):
-        sample = replace(link.poll(rate), rtt_ms=link.base)
-        verdict = est.update(sample, rate)
+        verdict = est.update(link.poll(rate), rate)
         rate = 0.0 if verdict.pause else float(verdict.ceiling_kbps or 300)
         lowest = min(lowest, verdict.ceiling_kbps or 300)
         assert not verdict.reset, "the cuts keep the queue under MAX_QUEUE_MS"
@@ -84,9 +82,10 @@ def test_a_queue_that_only_grows_is_cut_until_it_drains_without_the_rtt() -> Non
     assert link.queue_s < 0.1, "the queue drained"
 
 
-def test_a_span_that_grows_with_the_clock_is_a_stall_not_a_second_cut() -> None:
+def test_a_span_that_grows_while_no_ack_advances_is_a_stall_not_a_second_cut() -> None:
     # After a first cut to under the capacity, a lost packet holds every ACK for 2 s: the span
-    # grows 1 ms per ms. Sending less would not bring the retransmission sooner.
+    # grows 1 ms per ms and the RTT stands still. Sending less would not bring the retransmission
+    # sooner.
     est = LinkEstimator(300)
     link = NoDropLink(capacity=600)
     run(est, link, 300, 5)
@@ -102,9 +101,9 @@ def test_a_span_that_grows_with_the_clock_is_a_stall_not_a_second_cut() -> None:
     assert est.ceiling_kbps == first_cut, [v.reason for v in verdicts]
 
 
-def test_a_span_that_keeps_growing_slower_than_the_clock_cuts_again() -> None:
+def test_a_span_that_keeps_growing_while_acks_advance_cuts_again() -> None:
     # The first cut left the rate over the capacity (150 into 120): the queue grows ~0.2 s a
-    # second and the RTT, held by a stall, says nothing.
+    # second, and ACKs still advance (the RTT moves).
     est = LinkEstimator(300)
     link = NoDropLink(capacity=600)
     run(est, link, 300, 5)
@@ -115,8 +114,7 @@ def test_a_span_that_keeps_growing_slower_than_the_clock_cuts_again() -> None:
     first_cut = est.ceiling_kbps
     assert first_cut is not None and first_cut > 120
     for _ in range(round(6 / POLL_S)):
-        sample = replace(link.poll(first_cut), rtt_ms=500.0)
-        est.update(sample, first_cut)
+        est.update(link.poll(first_cut), first_cut)
     assert est.ceiling_kbps is not None and est.ceiling_kbps < first_cut
     assert "still after a cut" in est.reason
 
@@ -156,3 +154,23 @@ def test_a_drained_send_buffer_ends_the_episode_before_the_average_does() -> Non
             ended_after = (i + 1) * POLL_S
             break
     assert ended_after is not None and ended_after <= HOLD_S + 2 * POLL_S
+
+
+def test_one_episode_cuts_to_a_quarter_at_most_and_a_new_connection_may_go_further() -> None:
+    # A span that keeps growing (a lost packet's wait, retransmissions) under any rate.
+    est = LinkEstimator(300)
+    link = NoDropLink(capacity=600)
+    run(est, link, 300, 5)
+    link.capacity = 5
+    rate = 300.0
+    for _ in range(round(15 / POLL_S)):
+        sample = replace(link.poll(rate), send_buffer_ms=min(2900.0, 40 + 150 * link.t))
+        rate = float(est.update(sample, rate).ceiling_kbps or 300)
+    assert est.ceiling_kbps is not None and est.ceiling_kbps >= 0.25 * 300
+    floor = est.ceiling_kbps
+    est.reset()  # the queue was discarded with the connection: the episode may cut again
+    link, link.t = NoDropLink(capacity=5), link.t  # the same clock, new counters
+    for _ in range(round(10 / POLL_S)):
+        est.update(link.poll(rate), rate)
+        rate = float(est.ceiling_kbps or 300)
+    assert est.ceiling_kbps is not None and est.ceiling_kbps < floor
