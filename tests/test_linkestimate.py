@@ -65,6 +65,18 @@ def run(est: LinkEstimator, link: NoDropLink, rate: float, seconds: float) -> li
     return verdicts
 
 
+def cut_once() -> tuple[LinkEstimator, NoDropLink, int]:
+    """300 kbit/s on a 600 kbit/s link that drops to 120: the estimator's first cut."""
+    est = LinkEstimator(300)
+    link = NoDropLink(capacity=600)
+    run(est, link, 300, 5)
+    link.capacity = 120
+    rate = 300.0
+    while est.ceiling_kbps is None:
+        rate = float(est.update(link.poll(rate), rate).ceiling_kbps or 300)
+    return est, link, est.ceiling_kbps
+
+
 def test_a_queue_that_only_grows_is_cut_until_it_drains() -> None:
     est = LinkEstimator(300)
     link = NoDropLink(capacity=600)
@@ -86,14 +98,7 @@ def test_a_span_that_grows_while_no_ack_advances_is_a_stall_not_a_second_cut() -
     # After a first cut to under the capacity, a lost packet holds every ACK for 2 s: the span
     # grows 1 ms per ms and the RTT stands still. Sending less would not bring the retransmission
     # sooner.
-    est = LinkEstimator(300)
-    link = NoDropLink(capacity=600)
-    run(est, link, 300, 5)
-    link.capacity = 120
-    rate = 300.0
-    while est.ceiling_kbps is None:
-        rate = float(est.update(link.poll(rate), rate).ceiling_kbps or 300)
-    first_cut = est.ceiling_kbps
+    est, link, first_cut = cut_once()
     run(est, link, 100, 1.5)  # the encoder came down under the capacity; the queue drains
     assert est.ceiling_kbps == first_cut and est.in_episode
     link.stalled = True
@@ -104,15 +109,8 @@ def test_a_span_that_grows_while_no_ack_advances_is_a_stall_not_a_second_cut() -
 def test_a_span_that_keeps_growing_while_acks_advance_cuts_again() -> None:
     # The first cut left the rate over the capacity (150 into 120): the queue grows ~0.2 s a
     # second, and ACKs still advance (the RTT moves).
-    est = LinkEstimator(300)
-    link = NoDropLink(capacity=600)
-    run(est, link, 300, 5)
-    link.capacity = 120
-    rate = 300.0
-    while est.ceiling_kbps is None:
-        rate = float(est.update(link.poll(rate), rate).ceiling_kbps or 300)
-    first_cut = est.ceiling_kbps
-    assert first_cut is not None and first_cut > 120
+    est, link, first_cut = cut_once()
+    assert first_cut > 120
     for _ in range(round(6 / POLL_S)):
         est.update(link.poll(first_cut), first_cut)
     assert est.ceiling_kbps is not None and est.ceiling_kbps < first_cut
