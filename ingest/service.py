@@ -52,11 +52,12 @@ class IngestConfig(StrictModel):
     # libsrt's timestamp-based delivery holds every packet until its send time + srt_latency_ms
     # and runs a delivery thread per publisher. Off (the default), a frame reaches viewers ~110 ms
     # sooner and SRT's receive CPU halves (bench/README.md, `srt_tsbpd.py`); a lost packet is
-    # waited for until resent. Caveat: without TSBPD libsrt cannot skip a packet the sender gave
-    # up on (Haivision/srt#1082): a sender that drops too-late packets (libsrt's default; ffmpeg,
-    # OBS) can stall its stream until publisher_idle_s drops it. The agent never drops
-    # (device-agent/linkestimate.py); its uplink adaptation passes tests/test_link_adaptation.py
-    # in both modes.
+    # waited for until resent. Caveat: without TSBPD libsrt may fail to skip a packet the sender
+    # gave up on (Haivision/srt#1082; TLPKTDROP needs TSBPD): a sender that drops too-late packets
+    # (libsrt's default; ffmpeg, OBS) can stall its stream until publisher_idle_s drops it (1 of
+    # 3 runs; in 2 of 2 others, 2.5 and 4 s outages, the ingest skipped the gap and went on).
+    # The agent never drops (device-agent/linkestimate.py); its uplink adaptation passes
+    # tests/test_link_adaptation.py in both modes.
     srt_tsbpd: bool = Field(
         default=False, title="SRT timestamp-based delivery (hold packets for srt_latency_ms)"
     )
