@@ -52,7 +52,8 @@ BASE_PORT = 47300
 def send_agent(clip_path: Path, host: str, port: int, frames_per_burst: int) -> dict[str, Any]:
     """Send the clip in real time as the agent does; return what its own accounting says."""
     from flumph.agent.codecconfig import codec_private
-    from flumph.agent.transport import Destination, SrtPublisher
+    from flumph.agent.destination import Destination
+    from flumph.agent.transport import SrtPublisher
     from flumph.agent.usage import UsageStore
     from flumph.media.matroska_writer import LiveMatroskaWriter, TrackInfo
     from flumph.srt import set_libsrt_log_level

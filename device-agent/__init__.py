@@ -22,6 +22,7 @@ the MQTT device side, the data budget.
     watchdog.py       a worker thread that ends while the device should stream is reported
     threadpolicy.py   every thread of the agent on the normal scheduler (SVT-AV1 sets SCHED_FIFO)
     transport.py      SRT push: live-mode caller, reconnect with jittered backoff
+    destination.py    where and how to send: ingest URL, SRT options, backoff (pure)
     control.py        the MQTT session: presence, the desired/reported shadow, when to publish
     commands.py       one-shot commands (keyframe, snapshot, restart, grant), carried out and acked
     desired.py        pure: a ``desired`` document over the settings in force, or why not

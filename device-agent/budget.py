@@ -52,7 +52,7 @@ FLOOR_MIN_KBPS = 40
 # Wire bytes (both directions, IP level) per byte of video while streaming: 1.11-1.17 measured at
 # 250 kbit/s, 15-30 fps (bench/agent_wire.py). Only converts the cap; the loop corrects the rest.
 WIRE_PER_VIDEO = 1.15
-SRT_PAYLOAD_SIZE = 1316  # the agent's live-mode payload size (transport.PAYLOAD_SIZE)
+SRT_PAYLOAD_SIZE = 1316  # the agent's live-mode payload size (destination.PAYLOAD_SIZE)
 PACING_HORIZON_S = 3 * 3600.0  # the distance to the straight line is made up over this long
 
 

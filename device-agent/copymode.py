@@ -21,6 +21,7 @@ from flumph.agent.capture import Capture
 from flumph.agent.codedsource import EncodedSource, open_encoded, snapshot_from_source
 from flumph.agent.copydecision import ENCODER_SETTINGS, SourceInfo, copy_notice
 from flumph.agent.copyframes import SourceClock
+from flumph.agent.destination import Destination
 from flumph.agent.encoders import EncoderAttempt
 from flumph.agent.passthrough import (
     CopyWorker,
@@ -29,7 +30,7 @@ from flumph.agent.passthrough import (
     switches_mode,
 )
 from flumph.agent.sources import FrameSource
-from flumph.agent.transport import Destination, SrtPublisher
+from flumph.agent.transport import SrtPublisher
 from flumph.agent.watchdog import RestartPolicy, Watchdog
 from flumph.settings import StreamSettings
 

@@ -92,7 +92,7 @@ class AgentConfig(StreamSettings):
     @field_validator("ingest")
     @classmethod
     def _ingest(cls, value: str) -> str:
-        from flumph.agent.transport import parse_ingest_url
+        from flumph.agent.destination import parse_ingest_url
 
         parse_ingest_url(value)
         return value

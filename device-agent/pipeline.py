@@ -25,6 +25,7 @@ from flumph.agent.capture import Capture, CapturedFrame, LatestSlot
 from flumph.agent.codedsource import plan
 from flumph.agent.copydecision import SourceInfo
 from flumph.agent.copymode import CopyMode
+from flumph.agent.destination import Destination, parse_ingest_url
 from flumph.agent.encodeloop import EncodeLoop
 from flumph.agent.encoders import EncoderAttempt, EncoderChoice, EncoderSelector, VideoEncoder
 from flumph.agent.passthrough import CopyWorker
@@ -32,7 +33,7 @@ from flumph.agent.pipelinebudget import BudgetDriven
 from flumph.agent.pipelinestats import PipelineStats, percentile
 from flumph.agent.rateloop import RateLimits, RateLoop
 from flumph.agent.sources import FrameSource, SourceError, open_source
-from flumph.agent.transport import Destination, SrtPublisher, parse_ingest_url
+from flumph.agent.transport import SrtPublisher
 from flumph.agent.usage import UsageStore
 from flumph.agent.watchdog import Watchdog
 from flumph.settings import StreamSettings

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flumph.agent.destination import PAYLOAD_SIZE
 from flumph.agent.pipelinestats import MIN_RATE_SPAN_S
-from flumph.agent.transport import PAYLOAD_SIZE
 from flumph.control import Budget, LinkStats, Message, Rate, Telemetry, Usage
 from flumph.settings import StreamSettings
 

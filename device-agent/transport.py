@@ -20,16 +20,15 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from flumph.agent.budget import srt_send_cost
 from flumph.agent.budgetguard import BudgetGuard
+from flumph.agent.destination import PAYLOAD_SIZE, Destination, backoff_delay
 from flumph.agent.usage import UsageStore
 from flumph.srt import (
     DATA_HEADER_BYTES,
     SrtError,
     SrtLibraryMissing,
-    SrtOptions,
     SrtRejected,
     SrtSocket,
     SrtStats,
@@ -41,46 +40,6 @@ log = logging.getLogger("flumph.agent.transport")
 # link that cannot carry the stream before a second of video has queued up in front of it.
 STATS_INTERVAL_S = 0.25
 SAVE_INTERVAL_S = 10.0
-PAYLOAD_SIZE = 1316
-SENDER_DROPS = False  # see SrtOptions.sender_drops and device-agent/linkestimate.py
-
-
-def parse_ingest_url(url: str) -> tuple[str, int]:
-    """``srt://host:port`` -> (host, port)."""
-    parts = urlsplit(url)
-    if parts.scheme != "srt":
-        raise ValueError(f"ingest URL {url!r} must start with srt://")
-    if parts.query or (parts.path and parts.path != "/"):
-        raise ValueError(f"ingest URL {url!r}: give only srt://host:port (options are settings)")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"ingest URL {url!r} has an invalid port") from None
-    if not parts.hostname or port is None:
-        raise ValueError(f"ingest URL {url!r} needs a host and a port, e.g. srt://ingest:8890")
-    return parts.hostname, port
-
-
-@dataclass(frozen=True)
-class Destination:
-    host: str
-    port: int
-    device_id: str
-    latency_ms: int = 120
-    passphrase: str | None = None
-
-    @property
-    def streamid(self) -> str:
-        return f"publish:{self.device_id}"
-
-    def options(self) -> SrtOptions:
-        return SrtOptions(
-            latency_ms=self.latency_ms,
-            passphrase=self.passphrase,
-            payload_size=PAYLOAD_SIZE,
-            streamid=self.streamid,
-            sender_drops=SENDER_DROPS,
-        )
 
 
 @dataclass
@@ -97,12 +56,6 @@ class TransportStats:
     rtt_ms: float = 0.0
     packets_retransmitted: int = 0
     packets_lost_sent: int = 0
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: uniform in [d/2, d], d = min(cap, base * 2**attempt)."""
-    delay = min(cap_s, base_s * (2 ** min(attempt, 30)))
-    return rng.uniform(delay / 2, delay)
 
 
 class SrtPublisher:
@@ -259,7 +212,8 @@ class SrtPublisher:
     def reset_connection(self, why: str) -> None:
         """Close the current connection at once, discarding what it has not delivered, and
         connect again (a new generation: a new document starting at a keyframe). For a queue the
-        sender will never drop itself (``SENDER_DROPS``) grown longer than a viewer should wait."""
+        sender will never drop itself (``destination.SENDER_DROPS``) grown longer than a viewer
+        should wait."""
         with self._lock:
             sock, self._socket = self._socket, None
             if sock is None:

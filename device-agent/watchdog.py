@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flumph.agent.transport import backoff_delay
+from flumph.agent.destination import backoff_delay
 
 log = logging.getLogger("flumph.agent.watchdog")
 

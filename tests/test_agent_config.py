@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from flumph.agent.destination import backoff_delay, parse_ingest_url
 from flumph.agent.main import AgentConfig, load_agent_config
-from flumph.agent.transport import backoff_delay, parse_ingest_url
 from flumph.agent.usage import FILE_NAME, UsageStore
 from flumph.config import ConfigError, load_config
 from flumph.settings import StreamSettings

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from flumph.agent.transport import Destination, SrtPublisher
+from flumph.agent.destination import Destination
+from flumph.agent.transport import SrtPublisher
 from flumph.srt import Accept, SrtOptions, SrtServer, SrtSocket
 from flumph.srt.library import _SRTO_SNDDROPDELAY, _lib
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
-from flumph.agent.transport import Destination, SrtPublisher
+from flumph.agent.destination import Destination
+from flumph.agent.transport import SrtPublisher
 
 
 class BlockingSocket:

@@ -40,7 +40,7 @@ def tsbpd_ingest(tmp_path: Path) -> Iterator[Ingest]:
 def test_a_stream_goes_on_after_srt_gave_messages_up(
     tsbpd_ingest: Ingest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("flumph.agent.transport.SENDER_DROPS", True)
+    monkeypatch.setattr("flumph.agent.destination.SENDER_DROPS", True)
     settings = StreamSettings(
         codec="h264", bitrate_kbps=300, width=320, height=180, fps=15, keyint_s=KEYINT_S,
         adapt_to_link=False,
