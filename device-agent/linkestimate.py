@@ -41,7 +41,7 @@ does.
 measured through bench/linkproxy.py at 120 kbit/s (tests/test_link_adaptation.py), before this
 module knew of it:
 
-- It cannot skip the hole that a packet the sender dropped as too late leaves (libsrt
+- It may fail to skip the hole that a packet the sender dropped as too late leaves (libsrt
   Haivision/srt#1082, #2460): with libsrt's default sender drops (~1 s), it stopped delivering and
   acknowledging for good in 1 of 3 runs (the ingest got nothing for 15 s and dropped the
   publisher; the sender's RTT stood at 803.3 ms for 15 s). Hence no sender drops.

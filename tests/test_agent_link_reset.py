@@ -1,7 +1,7 @@
-"""The agent's SRT sender against real libsrt: it never drops too-late packets itself (a receiver
-without TSBPD cannot skip the hole, Haivision/srt#1082), so a queue the link estimator finds too
-long is discarded with the connection (SrtPublisher.reset_connection), and streaming goes on over a
-new one."""
+"""The agent's SRT sender against real libsrt: it never drops too-late packets itself (a
+receiver without TSBPD may fail to skip the hole, Haivision/srt#1082), so a queue the link
+estimator finds too long is discarded with the connection (SrtPublisher.reset_connection), and
+streaming goes on over a new one."""
 
 from __future__ import annotations
 

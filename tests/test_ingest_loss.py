@@ -7,8 +7,8 @@ MQTT, so no keyframe is asked for: the next one comes from the agent's 2 s inter
 SRT gives messages up where the sender drops what it could not deliver in time (libsrt's default,
 ffmpeg's and OBS's; the agent's sender no longer does, see device-agent/linkestimate.py: here it is
 made to) and the receiver skips them, which needs TSBPD (``--srt-tsbpd``): without it libsrt
-cannot skip a hole the sender left (Haivision/srt#1082), and with a sender that drops nothing the
-outage loses no message at all."""
+may fail to skip a hole the sender left (Haivision/srt#1082), and with a sender that drops
+nothing the outage loses no message at all."""
 
 from __future__ import annotations
 

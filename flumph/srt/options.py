@@ -136,9 +136,11 @@ class SrtOptions:
     # Whether this socket, sending, drops packets still unacknowledged ~1 s after they were handed
     # to it (libsrt's sender-side too-late drop, SRTO_SNDDROPDELAY >= 0, on whenever the receiver
     # agreed to TLPKTDROP). False (SRTO_SNDDROPDELAY = -1): it never does. Why a sender may want
-    # that: a receiver without TSBPD cannot skip the hole a dropped packet leaves (libsrt
-    # Haivision/srt#1082, #2460): it stops delivering and acknowledging for good (measured with the
-    # ingest's ``srt_tsbpd = false``: nothing delivered for 15 s; device-agent/linkestimate.py).
+    # that: a receiver without TSBPD may fail to skip the hole a dropped packet leaves (libsrt
+    # Haivision/srt#1082, #2460) and stop delivering and acknowledging for good (with the
+    # ingest's ``srt_tsbpd = false``: nothing delivered for 15 s in 1 of 3 runs, see
+    # device-agent/linkestimate.py; a plain caller through 2.5 and 4 s outages was skipped past
+    # in 2 of 2).
     # The sender's queue is then bounded only by the rate it sends at.
     sender_drops: bool = True
 
