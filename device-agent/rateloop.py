@@ -176,8 +176,11 @@ class RateLoop:
     def keyframe_due(self, now: float) -> bool:
         """The schedule's keyframe is next, or the sender lost packets for good."""
         with self._lock:
-            if self._loss_keyframe and now - self._last_loss_keyframe >= (
-                LOSS_KEYFRAME_MIN_INTERVAL_S
+            # Not while pausing: the frame would be held back, and the keyframe with it.
+            if (
+                self._loss_keyframe
+                and not self._pausing
+                and now - self._last_loss_keyframe >= LOSS_KEYFRAME_MIN_INTERVAL_S
             ):
                 self._loss_keyframe = False
                 self._last_loss_keyframe = now
@@ -257,7 +260,6 @@ class RateLoop:
             packets_lost=stats.packets_lost_sent,
             packets_dropped=stats.packets_dropped_sent,
         )
-        verdict = self.link.update(sample, self.controller.sent_kbps(now, 1.0))
         # A keyframe once the receiver has played out without a packet: one this sender dropped,
         # or one lost when its retransmission, a round trip and the queue in front of the link
         # later, comes after the SRT latency: a receiver with TSBPD then plays out without it and
@@ -269,6 +271,9 @@ class RateLoop:
         late = lost and retransmitted_after > self.settings.srt_latency_ms
         if dropped or late:
             self._loss_keyframe = True
+            if self.settings.adapt_to_link:
+                self.link.pause_for_loss()
+        verdict = self.link.update(sample, self.controller.sent_kbps(now, 1.0))
         self._pausing = verdict.pause and self.settings.adapt_to_link
         # Whether or not the rate follows the link: the sender drops nothing, so this is what
         # bounds the queue a viewer waits behind.

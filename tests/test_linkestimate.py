@@ -10,6 +10,7 @@ from dataclasses import replace
 from flumph.agent.linkestimate import (
     DRAINED_BYTES,
     HOLD_S,
+    MAX_PAUSE_S,
     MAX_QUEUE_MS,
     RESET_MIN_INTERVAL_S,
     LinkEstimator,
@@ -172,3 +173,22 @@ def test_one_episode_cuts_to_a_quarter_at_most_and_a_new_connection_may_go_furth
         est.update(link.poll(rate), rate)
         rate = float(est.ceiling_kbps or 300)
     assert est.ceiling_kbps is not None and est.ceiling_kbps < floor
+
+
+def test_a_loss_played_out_without_allows_one_more_pause_while_the_queue_is_long() -> None:
+    """A late loss costs a receiver with TSBPD every frame until the next keyframe: the frames
+    sent meanwhile would only queue in front of it, so the episode may pause again."""
+    est, link, _ = cut_once()
+    link.capacity = 40  # the queue stays long: the episode's pauses are all spent
+    pausing = False
+    for _ in range(round(8 / POLL_S)):
+        pausing = est.update(link.poll(0 if pausing else 120), 120).pause
+    verdicts = run(est, link, 120, 2)
+    assert est.queueing_ms > 300 and not any(v.pause for v in verdicts)
+    est.pause_for_loss()
+    paused = 0
+    for _ in range(round(4 / POLL_S)):
+        if est.update(link.poll(0 if paused else 120), 120).pause:
+            paused += 1
+            est.pause_for_loss()  # losses reported during the pause do not make it longer
+    assert 0 < paused * POLL_S <= MAX_PAUSE_S
