@@ -45,7 +45,9 @@ from bench.ingest_systems import (
 
 NMS_VERSION = "4.4.3"
 NMS_DIR = OUT_DIR / "nms"
-SYSTEMS = ("nms", "srt-floor", "srt-floor-tsbpd", "flumph", "flumph-tsbpd", "ffmpeg")
+SYSTEMS = (
+    "nms", "srt-floor", "srt-floor-lazy", "srt-floor-tsbpd", "flumph", "flumph-tsbpd", "ffmpeg"
+)  # fmt: skip
 MB = 1024 * 1024
 _IDLE_S = 2.0
 
@@ -204,7 +206,8 @@ def run_phase(system: str, clip: Path, s: Settings) -> dict[str, Any]:
         elif system.startswith("srt-floor"):
             (port,) = free_udp_ports(1)
             no_tsbpd = [] if system.endswith("-tsbpd") else ["--no-tsbpd"]
-            floor = _spawn_bytes(["-m", "bench.srt_floor", "--port", str(port), *no_tsbpd])
+            lazy = ["--lazy"] if system.endswith("-lazy") else []
+            floor = _spawn_bytes(["-m", "bench.srt_floor", "--port", str(port), *no_tsbpd, *lazy])
             sut.append(floor)
             _read_line(floor, 30)
             pids = [floor.pid]
@@ -332,6 +335,7 @@ def _last_json(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
 LABELS = {
     "nms": f"Node-Media-Server {NMS_VERSION} (RTMP in)",
     "srt-floor": "SRT receive floor (flumph.srt, accept + discard; TSBPD off)",
+    "srt-floor-lazy": "SRT receive floor, each socket read every 0.1 s (the ingest, unwatched)",
     "srt-floor-tsbpd": "SRT receive floor with TSBPD (libsrt's default)",
     "flumph": "Flumph ingest (SRT in, fMP4 out; TSBPD off, the default)",
     "flumph-tsbpd": "Flumph ingest with --srt-tsbpd (TSBPD on, as before)",

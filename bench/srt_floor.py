@@ -6,7 +6,9 @@ part of the ingest's cost that is SRT itself.
 
 ``--no-tsbpd`` receives without libsrt's timestamp-based delivery (``SrtOptions(tsbpd=False)``);
 ``--timeline FILE`` records when each message tagged by bench/srt_tsbpd.py arrived (JSON, at exit).
-Otherwise a round's messages reach the handler joined, as the ingest receives them.
+Otherwise a round's messages reach the handler joined, as the ingest receives them. ``--lazy``
+reads every connection once per lazy period (``SrtSocket.read_lazily``), as the ingest reads a
+stream nobody watches.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ MAX_TIMELINE = 2_000_000
 
 
 class Discard:
-    def __init__(self, timeline: bool = False) -> None:
+    def __init__(self, timeline: bool = False, lazy: bool = False) -> None:
+        self.lazy = lazy
         self.connections = 0
         self.bytes = 0
         self.timeline: list[tuple[float, int, int, int, int, float]] | None = (
@@ -43,6 +46,7 @@ class Discard:
         self.connections += 1
 
     def on_data(self, conn: srt.SrtSocket, data: bytes) -> None:
+        conn.read_lazily = self.lazy
         self.bytes += len(data)
         timeline = self.timeline
         if timeline is not None and len(timeline) < MAX_TIMELINE and data[:4] == TAG_MAGIC:
@@ -75,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", type=int, default=120)
     p.add_argument("--no-tsbpd", action="store_true", help="SrtOptions(tsbpd=False)")
     p.add_argument("--timeline", type=Path, help="write tagged messages' arrivals here at exit")
+    p.add_argument("--lazy", action="store_true", help="read each connection once a lazy period")
     p.add_argument("--sockopt", action="append", default=[], metavar="NUMBER=INT",
                    help="experiment: an extra integer libsrt option (SRT_SOCKOPT number) set on "
                         "the listener, which accepted sockets inherit; repeatable")  # fmt: skip
     args = p.parse_args(argv)
     srt.set_libsrt_log_level(2)
-    handler = Discard(timeline=args.timeline is not None)
+    handler = Discard(timeline=args.timeline is not None, lazy=args.lazy)
     options = srt.SrtOptions(latency_ms=args.latency_ms, tsbpd=not args.no_tsbpd)
     # As the ingest receives (a round's messages joined), except where each message is looked at.
     join = args.timeline is None

@@ -7,8 +7,9 @@ and Matroska the pure reader hands over, go to a :class:`LiveDemuxer` thread (Py
 Results reach the event loop through one bounded :class:`~.handoff.LoopHandoff`, woken at most once
 per receive round, and only when a round brought something a viewer waits for: the frames of a
 stream nobody watches (the GOP cache a joiner starts from, the counters) are handed on every
-``UNWATCHED_HANDOFF_S``, or at once when a viewer joins. Only :meth:`_deliver_batch` on the loop
-touches the hub's streams.
+``UNWATCHED_HANDOFF_S``, or at once when a viewer joins; such a stream's socket is itself read
+only every lazy period of the SrtServer (``SrtSocket.read_lazily``). Only :meth:`_deliver_batch`
+on the loop touches the hub's streams.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ class Publisher:
 IDLE_CHECK_S = 0.5
 # Waking the event loop for every receive round cost the ingest 12-14 % of its CPU with no viewer
 # at all (bench/README.md, peer_nms.py: ~290 wake-ups a second at 50 streams, ~40 us each). Frames
-# that no viewer waits for are handed on this often instead.
-UNWATCHED_HANDOFF_S = 0.1
+# that no viewer waits for are handed on this often instead. Under the SrtServer's lazy period
+# (0.1 s), at which such streams are read: each lazy round's frames go on at its end.
+UNWATCHED_HANDOFF_S = 0.05
 
 
 def idle_reason(
@@ -179,6 +181,10 @@ class SrtIngest(srt.SrtServerHandler):
         if pub is None or pub.ended:
             return
         pub.last_in = conn.last_received_at
+        # Nobody waits for this stream's frames: read it every SrtServer lazy period. A viewer
+        # who joins gets the cached GOP at once and the live edge from the next period on.
+        stream = pub.stream  # set on the loop; a set's truth is one atomic read
+        conn.read_lazily = stream is not None and not stream.viewers
         demuxer = pub.demuxer
         if isinstance(demuxer, MatroskaDemux):
             try:

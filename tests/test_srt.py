@@ -91,10 +91,18 @@ def serve() -> Iterator[ServerFactory]:
     servers: list[SrtServer] = []
 
     def start(
-        handler: Recorder, options: SrtOptions | None = None, join_messages: bool = False
+        handler: Recorder,
+        options: SrtOptions | None = None,
+        join_messages: bool = False,
+        lazy_period_s: float = SrtServer.DEFAULT_LAZY_PERIOD_S,
     ) -> SrtServer:
         server = SrtServer(
-            LOOPBACK, 0, options or SrtOptions(), handler, join_messages=join_messages
+            LOOPBACK,
+            0,
+            options or SrtOptions(),
+            handler,
+            join_messages=join_messages,
+            lazy_period_s=lazy_period_s,
         )
         server.start()
         servers.append(server)
@@ -343,6 +351,49 @@ def test_join_messages_hands_a_rounds_messages_on_in_one_piece(serve: ServerFact
         calls = handler.messages[conn.sid]
         assert len(calls) < 40 and max(len(c) for c in calls) > 1316, [len(c) for c in calls]
         assert conn.lost_before == 0 and conn.messages_lost == 0
+
+
+class LazyRecorder(Recorder):
+    """Asks for its connections to be read lazily while ``lazy`` is set, as the ingest does for a
+    stream nobody watches."""
+
+    lazy = True
+
+    def on_data(self, conn: SrtSocket, data: bytes) -> None:
+        conn.read_lazily = self.lazy
+        super().on_data(conn, data)
+
+
+def test_a_connection_read_lazily_is_read_once_a_period_until_its_handler_says_otherwise(
+    serve: ServerFactory,
+) -> None:
+    """20 messages 20 ms apart, read every 0.2 s, come in a few pieces (each message alone without
+    the lazy reading: see the next phase), every byte in order; cleared, each comes on its own."""
+    handler = LazyRecorder()
+    server = serve(handler, join_messages=True, lazy_period_s=0.2)
+    with SrtSocket.connect(LOOPBACK, server.port, SrtOptions(streamid="publish:cam1")) as caller:
+        handler.wait("on_connect", lambda: len(handler.connected) == 1)
+        conn = handler.connected[0]
+        caller.sendmsg(b"first")  # read as it comes: the handler then asks for lazy reading
+        handler.wait("the first message", lambda: handler.received(conn) == b"first")
+        sent = [os.urandom(1316) for _ in range(20)]
+        for message in sent:
+            caller.sendmsg(message)
+            time.sleep(0.02)
+        expected = b"first" + b"".join(sent)
+        handler.wait("every byte", lambda: handler.received(conn) == expected)
+        lazy_calls = len(handler.messages[conn.sid]) - 1
+        assert lazy_calls <= 6, lazy_calls  # 0.4 s of messages: 2-3 periods
+
+        handler.lazy = False
+        caller.sendmsg(b"wake")  # read at the next period, which makes the socket eager again
+        handler.wait("the wake message", lambda: handler.received(conn).endswith(b"wake"))
+        before = len(handler.messages[conn.sid])
+        for i in range(10):
+            caller.sendmsg(b"eager %d" % i)
+            time.sleep(0.06)
+        handler.wait("the eager ones", lambda: handler.received(conn).endswith(b"eager 9"))
+        assert len(handler.messages[conn.sid]) - before >= 8, handler.messages[conn.sid][before:]
 
 
 def test_send_splits_into_payload_sized_messages_and_sendmsg_refuses_oversize(

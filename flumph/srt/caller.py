@@ -62,6 +62,8 @@ class SrtSocket:
         self.last_msgno = 0
         self.messages_lost = 0
         self.lost_before = 0
+        # Set by an SrtServer's handler, on the server's thread: read in batches (polling.py).
+        self.read_lazily = False
 
     @classmethod
     def connect(

@@ -15,7 +15,6 @@ from flumph.srt.library import (
     _LISTEN_CALLBACK,
     _SRT_EASYNCRCV,
     _SRT_ECONNLOST,
-    _SRT_ETIMEOUT,
     _SRTO_RCVSYN,
     _SRTO_STREAMID,
     REJECT_INTERNAL_ERROR,
@@ -37,12 +36,9 @@ from flumph.srt.options import (
     _sockaddr,
     _sockaddr_at,
 )
+from flumph.srt.polling import _SRT_EPOLL_ERR, EpollSets
 
 _log = logging.getLogger("flumph.srt")
-
-_SRT_EPOLL_IN = 0x1
-_SRT_EPOLL_ERR = 0x8
-_SRT_EPOLL_ENABLE_EMPTY = 1
 
 
 def _name_os_thread(name: bytes) -> None:
@@ -66,10 +62,15 @@ class SrtServer:
     a round's results on in one batch. With ``join_messages`` the messages a socket had ready in
     a round reach ``on_data`` joined into one bytes (split where messages were lost): for a
     consumer of a byte stream, such as a demuxer, whose cost is largely per call (the ingest's
-    per-frame work fell by a quarter: about two messages make a frame at 250 kbit/s)."""
+    per-frame work fell by a quarter: about two messages make a frame at 250 kbit/s).
+
+    A connection whose ``read_lazily`` the handler sets (on this thread, typically in ``on_data``:
+    nobody waits for its data now) is read every ``lazy_period_s`` instead of as its messages
+    come, until the handler clears it (see polling.py)."""
 
     _WAIT_MS = 100  # how often the thread looks at stop requests and connections closed by the app
     _MAX_EVENTS = 64
+    DEFAULT_LAZY_PERIOD_S = 0.1
     # Cameras reconnect together after a cell outage: with libsrt's usual 16, a burst of 100-200
     # callers was refused "Listener's backlog exceeded" (bench/ingest_fanout.py).
     DEFAULT_BACKLOG = 256
@@ -83,6 +84,7 @@ class SrtServer:
         backlog: int = DEFAULT_BACKLOG,
         on_round_end: Callable[[], None] | None = None,
         join_messages: bool = False,
+        lazy_period_s: float = DEFAULT_LAZY_PERIOD_S,
     ):
         if backlog < 1:
             raise ValueError(f"backlog must be at least 1, got {backlog}")
@@ -93,8 +95,9 @@ class SrtServer:
         self._handler = handler
         self._on_round_end = on_round_end
         self._join_messages = join_messages
+        self._lazy_period_s = lazy_period_s
         self._listener = -1
-        self._eid = -1
+        self._sets: EpollSets | None = None
         self._port = 0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -128,7 +131,7 @@ class SrtServer:
         listener = int(lib.srt_create_socket())
         if listener < 0:
             raise _error("srt_create_socket")
-        eid = -1
+        sets: EpollSets | None = None
         try:
             self._options._apply(listener, caller=False)
             # Accepted sockets inherit this: accept and recv never block the epoll thread.
@@ -144,18 +147,15 @@ class SrtServer:
             if lib.srt_getsockname(listener, bound, ctypes.byref(length)) < 0:
                 raise _error(f"srt_getsockname on {self.address}")
             self._port = _parse_sockaddr(bound.raw[: length.value])[1]
-            eid = int(lib.srt_epoll_create())
-            if eid < 0:
-                raise _error("srt_epoll_create")
-            lib.srt_epoll_set(eid, _SRT_EPOLL_ENABLE_EMPTY)
-            self._watch(eid, listener)
+            sets = EpollSets(self._lazy_period_s)
+            sets.add(listener)
         except BaseException:
-            if eid >= 0:
-                lib.srt_epoll_release(eid)
+            if sets is not None:
+                sets.release()
             lib.srt_close(listener)
             self._port = 0
             raise
-        self._listener, self._eid = listener, eid
+        self._listener, self._sets = listener, sets
         self._thread = threading.Thread(target=self._run, name="srt-epoll", daemon=True)
         self._thread.start()
 
@@ -205,40 +205,55 @@ class SrtServer:
             lib.srt_setrejectreason(sid, REJECT_INTERNAL_ERROR)
             return -1
 
-    def _watch(self, eid: int, sid: int) -> None:
-        events = ctypes.c_int(_SRT_EPOLL_IN | _SRT_EPOLL_ERR)
-        if _lib().srt_epoll_add_usock(eid, sid, ctypes.byref(events)) < 0:
-            raise _error(f"srt_epoll_add_usock of SRT socket {sid}")
-
     def _run(self) -> None:
         _name_os_thread(b"srt-epoll")
-        lib = _lib()
+        sets = self._sets
+        assert sets is not None
         events = (_EpollEvent * self._MAX_EVENTS)()
         buffer = ctypes.create_string_buffer(RECV_BUFFER_SIZE)  # one for the thread's life
         try:
             while not self._stopping.is_set():
                 self._finish_closed_by_app()
-                ready = int(lib.srt_epoll_uwait(self._eid, events, self._MAX_EVENTS, self._WAIT_MS))
+                ready = sets.wait(events, self._WAIT_MS)
                 if ready < 0:
-                    code, message = _last_error()
-                    if code == _SRT_ETIMEOUT:
-                        self._round_end()  # connections closed by the app were finished
-                        continue
-                    _log.error("SRT %s: srt_epoll_uwait failed: %s", self.address, message)
+                    _log.error("SRT %s: srt_epoll_uwait failed: %s", self.address, _last_error()[1])
                     break
-                for event in events[: min(ready, self._MAX_EVENTS)]:
-                    if event.fd == self._listener:
-                        self._accept_all()
-                        continue
-                    # This thread is the only one that adds or removes connections: no lock.
-                    conn = self._connections.get(event.fd)
-                    if conn is not None:
-                        self._read_all(conn, event.events, buffer)
+                self._read_ready(events, min(ready, self._MAX_EVENTS), buffer, lazy=False)
+                if sets.lazy_due():
+                    # Every lazy socket may be ready: as many polls as it takes to see them all.
+                    for _ in range(len(sets.lazy) // self._MAX_EVENTS + 1):
+                        ready = sets.ready_lazy(events)
+                        self._read_ready(events, ready, buffer, lazy=True)
+                        if ready < self._MAX_EVENTS:
+                            break
+                # Also after a wait that timed out: connections closed by the app were finished.
                 self._round_end()
         except BaseException:
             _log.exception("SRT %s: srt-epoll thread failed", self.address)
         finally:
             self._close_everything()
+
+    def _read_ready(
+        self,
+        events: ctypes.Array[_EpollEvent],
+        ready: int,
+        buffer: ctypes.Array[ctypes.c_char],
+        *,
+        lazy: bool,
+    ) -> None:
+        sets = self._sets
+        assert sets is not None
+        for event in events[:ready]:
+            if event.fd == self._listener:
+                self._accept_all()
+                continue
+            # This thread is the only one that adds or removes connections: no lock.
+            conn = self._connections.get(event.fd)
+            if conn is None:
+                continue
+            self._read_all(conn, event.events, buffer)
+            if conn.read_lazily != lazy and conn.sid in self._connections:
+                sets.set_lazy(conn.sid, conn.read_lazily)
 
     def _round_end(self) -> None:
         if self._on_round_end is None:
@@ -249,7 +264,8 @@ class SrtServer:
             _log.exception("SRT %s: on_round_end failed", self.address)
 
     def _accept_all(self) -> None:
-        lib = _lib()
+        lib, sets = _lib(), self._sets
+        assert sets is not None
         while True:
             address = ctypes.create_string_buffer(128)
             length = ctypes.c_int(128)
@@ -265,7 +281,7 @@ class SrtServer:
                 sid, self._options, peer, streamid.decode("utf-8", "replace"), self._closed_by
             )
             try:
-                self._watch(self._eid, sid)
+                sets.add(sid)
             except SrtError as e:
                 _log.warning("SRT %s: %s", self.address, e)
                 conn._close_now()
@@ -377,7 +393,8 @@ class SrtServer:
         with self._lock:
             if self._connections.pop(conn.sid, None) is None:
                 return
-        _lib().srt_epoll_remove_usock(self._eid, conn.sid)
+        if self._sets is not None:
+            self._sets.remove(conn.sid)
         conn._close_now()
         try:
             self._handler.on_close(conn, error)
@@ -391,4 +408,5 @@ class SrtServer:
             self._finish(conn, None)
         with self._lock:
             self._closed_by_app.clear()
-        lib.srt_epoll_release(self._eid)
+        if self._sets is not None:
+            self._sets.release()
