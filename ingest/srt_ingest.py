@@ -182,13 +182,17 @@ class SrtIngest(srt.SrtServerHandler):
             return
         pub.last_in = conn.last_received_at
         # Nobody waits for this stream's frames: read it every SrtServer lazy period. A viewer
-        # who joins gets the cached GOP at once and the live edge from the next period on.
+        # who joins gets the cached GOP at once and the live edge from the next period on. Data
+        # read that way arrived up to a period before it was read: no arrival time, so its frames
+        # count in no latency figure (the honest one starts at the arrival of the last byte).
+        read_lazily = conn.read_lazily  # as the server read this data
         stream = pub.stream  # set on the loop; a set's truth is one atomic read
         conn.read_lazily = stream is not None and not stream.viewers
         demuxer = pub.demuxer
         if isinstance(demuxer, MatroskaDemux):
+            t_in = 0.0 if read_lazily else pub.last_in
             try:
-                resume = demuxer.feed(data, pub.last_in, conn.lost_before)
+                resume = demuxer.feed(data, t_in, conn.lost_before)
             except ValueError as e:
                 self._end(pub, str(e) or type(e).__name__)
                 return

@@ -1,5 +1,6 @@
 """Frames of a stream nobody watches are handed to the loop periodically, not every receive round;
 a viewer joining gets the newest of them at once, and a watched stream wakes the loop every round.
+Its socket is read lazily (SrtSocket.read_lazily), and frames read so carry no arrival time.
 
 In process: SrtIngest is driven as the srt-epoll thread drives it, with a stand-in for the SRT
 socket (only the attributes the handler reads); the bytes are live Matroska the ffmpeg CLI wrote.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from flumph.ingest import srt_ingest
 from flumph.ingest.hub import Hub
 from flumph.ingest.srt_ingest import UNWATCHED_HANDOFF_S, SrtIngest
 from flumph.media.matroska_reader import MatroskaReader, Packet
@@ -33,6 +35,7 @@ class StandInSocket:
         self.last_received_at = 0.0
         self.lost_before = 0
         self.closed = False
+        self.read_lazily = False
 
     def close(self) -> None:
         self.closed = True
@@ -120,7 +123,9 @@ def frames_completed(clip: bytes) -> list[int]:
     return out
 
 
-async def test_a_joining_viewer_starts_from_the_newest_frames(clip: bytes) -> None:
+async def test_a_joining_viewer_starts_from_the_newest_frames(
+    clip: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = Hub(max_streams=4, max_viewers_per_stream=4)
     ingest = SrtIngest(hub, asyncio.get_running_loop())
     conn = StandInSocket(1, "cam-b")
@@ -145,6 +150,9 @@ async def test_a_joining_viewer_starts_from_the_newest_frames(clip: bytes) -> No
         ingest.on_data(conn, sent[header_end:])  # type: ignore[arg-type]
         ingest.on_round_end()
 
+    # What is waiting when the viewer joins, whatever the machine's pace: not the periodic
+    # hand-off's (the test above).
+    monkeypatch.setattr(srt_ingest, "UNWATCHED_HANDOFF_S", 5.0)
     await on_srt_thread(connect_and_send)
     stream = hub.get("cam-b")
     assert stream is not None and stream.init is not None
@@ -179,3 +187,37 @@ async def test_a_watched_stream_wakes_the_loop_every_round(clip: bytes) -> None:
         await asyncio.sleep(0.01)
         # Each round's frames were on the loop before the next round, period or not.
         assert stream.frames == expected[k], k
+
+
+async def test_a_stream_nobody_watches_is_read_lazily_and_such_frames_carry_no_arrival_time(
+    clip: bytes,
+) -> None:
+    hub, ingest, conn = await publishing("cam-d")
+    header_end = first_frame_end(clip)
+    rest = messages(clip[header_end:])
+    thirds = [b"".join(rest[k * len(rest) // 3 : (k + 1) * len(rest) // 3]) for k in range(3)]
+
+    def read(data: bytes) -> None:
+        conn.last_received_at = time.monotonic()
+        ingest.on_data(conn, data)  # type: ignore[arg-type]
+        ingest.on_round_end()
+
+    await on_srt_thread(lambda: read(clip[:header_end]))
+    assert conn.read_lazily, "claimed and unwatched: read once a period"
+    await on_srt_thread(lambda: read(thirds[0]))  # read lazily
+    await asyncio.sleep(UNWATCHED_HANDOFF_S + 0.02)
+    await on_srt_thread(ingest.on_round_end)
+    await asyncio.sleep(0.02)
+    _, viewer = hub.add_viewer("cam-d")
+    joined_at = viewer.queue.qsize()
+    await on_srt_thread(lambda: read(thirds[1]))  # the lazy read after the join...
+    assert not conn.read_lazily, "...asks for the socket to be read as data comes again"
+    await asyncio.sleep(0.02)
+    after_lazy = viewer.queue.qsize()
+    await on_srt_thread(lambda: read(thirds[2]))
+    await asyncio.sleep(0.02)
+    items = [viewer.queue.get_nowait() for _ in range(viewer.queue.qsize())]
+    lazy_items, eager_items = items[joined_at:after_lazy], items[after_lazy:]
+    assert lazy_items and eager_items
+    assert all(item is not None and item[1] == 0.0 for item in lazy_items)
+    assert all(item is not None and item[1] > 0 for item in eager_items)

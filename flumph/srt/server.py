@@ -36,23 +36,10 @@ from flumph.srt.options import (
     _sockaddr,
     _sockaddr_at,
 )
+from flumph.srt.osthread import name_os_thread
 from flumph.srt.polling import _SRT_EPOLL_ERR, EpollSets
 
 _log = logging.getLogger("flumph.srt")
-
-
-def _name_os_thread(name: bytes) -> None:
-    """Give the calling thread ``name`` in /proc (``comm``), where per-thread CPU is measured next
-    to libsrt's own "SRT:RcvQ"/"SRT:TsbPd" threads; Python before 3.14 leaves every thread named
-    after the process. Best effort: Linux only, 15 bytes."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-_PR_SET_NAME = 15
 
 
 class SrtServer:
@@ -206,7 +193,7 @@ class SrtServer:
             return -1
 
     def _run(self) -> None:
-        _name_os_thread(b"srt-epoll")
+        name_os_thread(b"srt-epoll")
         sets = self._sets
         assert sets is not None
         events = (_EpollEvent * self._MAX_EVENTS)()
