@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import itertools
 import os
 import select
 import signal
@@ -394,6 +395,55 @@ def test_a_connection_read_lazily_is_read_once_a_period_until_its_handler_says_o
             time.sleep(0.06)
         handler.wait("the eager ones", lambda: handler.received(conn).endswith(b"eager 9"))
         assert len(handler.messages[conn.sid]) - before >= 8, handler.messages[conn.sid][before:]
+
+
+class SlowLazyRecorder(Recorder):
+    """Connections whose stream id says "lazy" are read lazily and cost ``cost_s`` a read; the
+    others are read as data comes. Records when each eager read happened."""
+
+    cost_s = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eager_reads: list[float] = []
+
+    def on_data(self, conn: SrtSocket, data: bytes) -> None:
+        conn.read_lazily = "lazy" in conn.streamid
+        if conn.read_lazily:
+            time.sleep(self.cost_s)
+        else:
+            self.eager_reads.append(time.monotonic())
+        super().on_data(conn, data)
+
+
+def test_a_long_lazy_round_lets_a_connection_read_as_data_comes_in_between(
+    serve: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 lazy connections at 50 ms a read make a 0.4 s round; read 2 at a time with the eager
+    connection looked at in between, its messages (every 20 ms) wait ~0.1 s at most, not 0.4."""
+    monkeypatch.setattr(SrtServer, "_LAZY_SLICE", 2)
+    handler = SlowLazyRecorder()
+    server = serve(handler, join_messages=True)  # one read, one call
+    options = [SrtOptions(streamid=f"publish:lazy-{k}") for k in range(8)]
+    lazy = [SrtSocket.connect(LOOPBACK, server.port, o) for o in options]
+    eager = SrtSocket.connect(LOOPBACK, server.port, SrtOptions(streamid="publish:eager"))
+    try:
+        handler.wait("every connection", lambda: len(handler.connected) == 9)
+        for conn in lazy:
+            conn.sendmsg(b"first")  # read as it comes: the handler then asks for lazy reading
+        handler.wait("the first reads", lambda: len(handler.messages) == 8)
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            for conn in lazy:
+                conn.sendmsg(b"more")
+            eager.sendmsg(b"now")
+            time.sleep(0.02)
+        reads = [t for t in handler.eager_reads if t > until - 1.5]  # rounds under way by then
+        gaps = [b - a for a, b in itertools.pairwise(reads)]
+        assert gaps and max(gaps) < 0.3, max(gaps, default=None)
+    finally:
+        for conn in [*lazy, eager]:
+            conn.close()
 
 
 def test_send_splits_into_payload_sized_messages_and_sendmsg_refuses_oversize(
