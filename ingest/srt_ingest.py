@@ -186,8 +186,9 @@ class SrtIngest(srt.SrtServerHandler):
         # read that way arrived up to a period before it was read: no arrival time, so its frames
         # count in no latency figure (the honest one starts at the arrival of the last byte).
         read_lazily = conn.read_lazily  # as the server read this data
-        stream = pub.stream  # set on the loop; a set's truth is one atomic read
-        conn.read_lazily = stream is not None and not stream.viewers
+        stream = pub.stream  # set on the loop; a list's or a set's truth is one atomic read
+        # Not before a cached GOP: a viewer joining would wait for it.
+        conn.read_lazily = stream is not None and bool(stream.gop) and not stream.viewers
         demuxer = pub.demuxer
         if isinstance(demuxer, MatroskaDemux):
             t_in = 0.0 if read_lazily else pub.last_in

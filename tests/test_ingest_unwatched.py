@@ -195,7 +195,7 @@ async def test_a_stream_nobody_watches_is_read_lazily_and_such_frames_carry_no_a
     hub, ingest, conn = await publishing("cam-d")
     header_end = first_frame_end(clip)
     rest = messages(clip[header_end:])
-    thirds = [b"".join(rest[k * len(rest) // 3 : (k + 1) * len(rest) // 3]) for k in range(3)]
+    parts = [b"".join(rest[k * len(rest) // 4 : (k + 1) * len(rest) // 4]) for k in range(4)]
 
     def read(data: bytes) -> None:
         conn.last_received_at = time.monotonic()
@@ -203,18 +203,21 @@ async def test_a_stream_nobody_watches_is_read_lazily_and_such_frames_carry_no_a
         ingest.on_round_end()
 
     await on_srt_thread(lambda: read(clip[:header_end]))
-    assert conn.read_lazily, "claimed and unwatched: read once a period"
-    await on_srt_thread(lambda: read(thirds[0]))  # read lazily
+    await asyncio.sleep(0.02)
+    assert not conn.read_lazily, "no GOP cached yet: a joiner would wait for the next read"
+    await on_srt_thread(lambda: read(parts[0]))
+    assert conn.read_lazily, "claimed, a GOP cached, unwatched: read once a period"
+    await on_srt_thread(lambda: read(parts[1]))  # read lazily
     await asyncio.sleep(UNWATCHED_HANDOFF_S + 0.02)
     await on_srt_thread(ingest.on_round_end)
     await asyncio.sleep(0.02)
     _, viewer = hub.add_viewer("cam-d")
     joined_at = viewer.queue.qsize()
-    await on_srt_thread(lambda: read(thirds[1]))  # the lazy read after the join...
+    await on_srt_thread(lambda: read(parts[2]))  # the lazy read after the join...
     assert not conn.read_lazily, "...asks for the socket to be read as data comes again"
     await asyncio.sleep(0.02)
     after_lazy = viewer.queue.qsize()
-    await on_srt_thread(lambda: read(thirds[2]))
+    await on_srt_thread(lambda: read(parts[3]))
     await asyncio.sleep(0.02)
     items = [viewer.queue.get_nowait() for _ in range(viewer.queue.qsize())]
     lazy_items, eager_items = items[joined_at:after_lazy], items[after_lazy:]
