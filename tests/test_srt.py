@@ -446,6 +446,26 @@ def test_a_long_lazy_round_lets_a_connection_read_as_data_comes_in_between(
             conn.close()
 
 
+def test_a_socket_closed_before_it_moves_between_epoll_sets_is_in_neither() -> None:
+    """What SrtServer finishes such a connection on: the SrtError, and no set left holding it."""
+    from flumph.srt.library import _lib
+    from flumph.srt.polling import EpollSets
+
+    sets = EpollSets(0.1)
+    try:
+        for lazy in (True, False):
+            sid = int(_lib().srt_create_socket())
+            sets.add(sid)
+            if not lazy:
+                sets.set_lazy(sid, True)  # to move it back
+            _lib().srt_close(sid)
+            with pytest.raises(srt.SrtError, match="srt_epoll_add_usock"):
+                sets.set_lazy(sid, lazy)
+            assert sid not in sets.lazy
+    finally:
+        sets.release()
+
+
 def test_send_splits_into_payload_sized_messages_and_sendmsg_refuses_oversize(
     serve: ServerFactory,
 ) -> None:

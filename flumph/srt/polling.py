@@ -63,16 +63,16 @@ class EpollSets:
             _lib().srt_epoll_remove_usock(self._eager, sid)
 
     def set_lazy(self, sid: int, lazy: bool) -> None:
-        """Move ``sid`` to the lazy set or back; nothing if it is there already."""
+        """Move ``sid`` to the lazy set or back; nothing if it is there already. SrtError if
+        libsrt refuses to add it (a socket closed meanwhile): it is then in neither set."""
         if lazy == (sid in self.lazy):
             return
         source, target = (self._eager, self._lazy) if lazy else (self._lazy, self._eager)
         _lib().srt_epoll_remove_usock(source, sid)
+        self.lazy.discard(sid)
         _add(target, sid)
         if lazy:
             self.lazy.add(sid)
-        else:
-            self.lazy.discard(sid)
 
     def wait(self, events: ctypes.Array[_EpollEvent], max_ms: int) -> int:
         """Wait on the eager set, no longer than ``max_ms`` nor past the next lazy poll: the count

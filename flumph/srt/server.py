@@ -233,7 +233,10 @@ class SrtServer:
                 continue
             self._read_all(conn, event.events, buffer)
             if conn.read_lazily != lazy and conn.sid in self._connections:
-                sets.set_lazy(conn.sid, conn.read_lazily)
+                try:
+                    sets.set_lazy(conn.sid, conn.read_lazily)
+                except SrtError as e:  # in neither set now: nothing would read it again
+                    self._finish(conn, f"could not move it between epoll sets: {e}")
 
     def _round_end(self) -> None:
         if self._on_round_end is None:
