@@ -66,7 +66,7 @@ def test_rate_follows_the_link_down_and_back_up(link_ingest: Ingest) -> None:
     assert after[0][1]["target_kbps"] < 300
     back = next((t for t, r in after if r["reason"] == "setting"), None)
     assert back is not None, after[-1]
-    assert 3.0 <= back - at(BACK_AT) <= 18.0
+    assert 3.0 <= back - at(BACK_AT) <= 18.0, timeline(run.samples, run.offset_s)
     # Once the queue built up before the cut has drained, the viewer gets pictures again
     # through the rest of the narrow phase (the freeze at the drop itself, and how it compares
     # with adaptation off, is bench/rate_adaptation.py's to measure).
@@ -81,7 +81,8 @@ def test_rate_follows_the_link_down_and_back_up(link_ingest: Ingest) -> None:
 
 def timeline(samples: list[dict[str, Any]], offset_s: float) -> str:
     """What the sender saw, poll by poll on the proxy's clock: for a failure to be read from CI's
-    output (it froze once for the whole window with TSBPD on, which 5 runs here did not)."""
+    output (it froze once for the whole window with TSBPD on, and once here the climb back took
+    18.6 s, where 19 logged runs took 7.9-14.1 s)."""
     lines = []
     for s in samples:
         r = s.get("rate") or {}
