@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,15 @@ def normal_scheduling() -> None:
     browser or server launched from such a thread inherits it and, busy, starves a 2-core machine.
     """
     leave_realtime_scheduling()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it is true; past ``timeout`` fail, naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -19,8 +19,8 @@ import pytest
 from flumph.agent.usage import FILE_NAME
 from flumph.control import Topics
 from tests.brokers import Broker, start_mosquitto
-from tests.conftest import Ingest, free_port
-from tests.test_agent_control import DEV, Agent, Watch, pub, stream_frames, wait_until
+from tests.conftest import Ingest, free_port, wait_until
+from tests.test_agent_control import DEV, Agent, Watch, pub, stream_frames
 
 pytestmark = pytest.mark.skipif(
     shutil.which("srt-live-transmit") is None, reason="srt-tools not installed"
@@ -199,7 +199,7 @@ def test_refusals_warning_and_a_grant_that_takes_effect_at_once(
         resumed = watch.wait(T.reported(DEV), lambda d: d["streaming"], since=mark, timeout=10)
         assert time.monotonic() - acked < 3, "the grant must take effect at once"
         assert budget_of(resumed)["allowance_bytes"] == 300_000
-        wait_until(lambda: sink.size() > size_at_stop + 50_000, "video after the grant")
+        wait_until(lambda: sink.size() > size_at_stop + 50_000, "video after the grant", timeout=30)
         # ... and it stops again at the new limit.
         again = watch.wait(
             T.reported(DEV),
@@ -235,7 +235,7 @@ def test_usage_survives_a_restart_and_starts_over_at_the_month_boundary(
         first = agent_process(tmp_path, broker, sink.url, "--data-budget-mb", "50", "--stream",
                               clock="2027-01-31T23:58:00Z")  # fmt: skip
         agents.append(first)
-        wait_until(lambda: sink.size() > 50_000, "video from the first agent")
+        wait_until(lambda: sink.size() > 50_000, "video from the first agent", timeout=30)
         assert first.stop() == 0
         january = saved_periods(tmp_path)["2027-01"]
         used_before = january["wire_bytes_sent"] + january["wire_bytes_received"]

@@ -27,7 +27,7 @@ from flumph.control import Topics
 from flumph.mqtt import MqttSettings
 from flumph.settings import StreamSettings
 from tests.brokers import Broker, Probe, Received, start_embedded, start_mosquitto
-from tests.conftest import Ingest, free_port
+from tests.conftest import Ingest, free_port, wait_until
 
 DEV = "cam-7"
 T = Topics()
@@ -162,14 +162,6 @@ def stream_frames(ingest: Ingest) -> int:
     return next((int(s["frames"]) for s in ingest.streams() if s["id"] == DEV), 0)  # type: ignore[call-overload]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def error_names(what: str, reported: dict[str, Any]) -> bool:
     return what in (reported["error"] or "")
 
@@ -223,7 +215,7 @@ def test_desired_drives_streaming_and_a_bad_document_changes_nothing(
             assert r["settings"]["bitrate_kbps"] == 300
 
         frames = stream_frames(ingest)
-        wait_until(lambda: stream_frames(ingest) >= frames + 10, "streaming to go on")
+        wait_until(lambda: stream_frames(ingest) >= frames + 10, "streaming to go on", timeout=30)
         mark = watch.mark()
         t = watch.wait(T.telemetry(DEV), lambda d: d["streaming"] and d.get("fps"), mark)
         assert t["encoder"] == "libsvtav1" and (t["width"], t["height"]) == (320, 180)
@@ -273,7 +265,9 @@ def test_commands_are_acked_by_id(
         r = watch.wait(T.reported(DEV), lambda d: d["streaming"], mark)
         assert r["error"] is None
         frames = stream_frames(ingest)
-        wait_until(lambda: stream_frames(ingest) >= frames + 10, "streaming after the restart")
+        wait_until(
+            lambda: stream_frames(ingest) >= frames + 10, "streaming after the restart", timeout=30
+        )
 
         mark = watch.mark()
         pub(broker, T.cmd(DEV, "keyframe"), "{oops")
@@ -338,7 +332,9 @@ def test_offline_device_converges_and_survives_a_broker_restart(
         r = watch.wait(T.reported(DEV), lambda d: d["applied_v"] == 6, mark)
         assert r["settings"]["bitrate_kbps"] == 150 and r["streaming"]
         frames = stream_frames(ingest)
-        wait_until(lambda: stream_frames(ingest) >= frames + 10, "streaming through it all")
+        wait_until(
+            lambda: stream_frames(ingest) >= frames + 10, "streaming through it all", timeout=30
+        )
 
         assert agent.stop() == 0, agent.log()
         pub(broker, T.desired(DEV), '{"v":7,"streaming":false,"fps":5}', retain=True)
@@ -432,7 +428,9 @@ def test_settings_no_encoder_accepts_leave_the_previous_ones_in_force(
         pub(broker, T.desired(DEV), '{"v":3,"streaming":true,"fps":5}', retain=True)
         watch.wait(T.reported(DEV), lambda d: d["applied_v"] == 3, mark)
         pub(broker, T.desired(DEV), '{"v":1,"streaming":false}', retain=True)
-        wait_until(lambda: control.stale_ignored == 1, "the stale document to be ignored")
+        wait_until(
+            lambda: control.stale_ignored == 1, "the stale document to be ignored", timeout=30
+        )
         assert pipeline.streaming and pipeline.settings.fps == 5 and control.applied_v == 3
     finally:
         control.stop()

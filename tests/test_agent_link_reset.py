@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,6 +15,7 @@ from flumph.agent.destination import Destination
 from flumph.agent.transport import SrtPublisher
 from flumph.srt import Accept, SrtOptions, SrtServer, SrtSocket
 from flumph.srt.library import _SRTO_SNDDROPDELAY, _lib
+from tests.conftest import wait_until
 
 
 class Received:
@@ -40,15 +40,6 @@ class Received:
     def on_close(self, conn: SrtSocket, error: str | None) -> None:
         with self._lock:
             self.closed.add(conn.sid)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -81,19 +72,19 @@ def test_the_sender_never_drops_and_a_reset_streams_on_over_a_new_connection(
         )
         assert value.value == -1, "SRTO_SNDDROPDELAY: the sender never drops too-late packets"
         assert pub.send_frame(b"a" * 3000, first)
-        wait_for(lambda: sum(len(d) for d in received.data.values()) == 3000, "the first bytes")
+        wait_until(lambda: sum(len(d) for d in received.data.values()) == 3000, "the first bytes")
 
         pub.reset_connection("test: the queue is too long")
         assert not pub.send_frame(b"late", first), "the old connection takes nothing more"
-        wait_for(lambda: pub.generation() not in (None, first), "a new connection")
+        wait_until(lambda: pub.generation() not in (None, first), "a new connection")
         second = pub.generation()
         assert second is not None
         assert pub.send_frame(b"b" * 2000, second)
-        wait_for(lambda: len(received.data) == 2, "the second connection at the listener")
-        wait_for(lambda: len(received.closed) == 1, "the first connection closed")
+        wait_until(lambda: len(received.data) == 2, "the second connection at the listener")
+        wait_until(lambda: len(received.closed) == 1, "the first connection closed")
         (old,) = received.closed
         (new,) = set(received.data) - {old}
-        wait_for(lambda: bytes(received.data[new]) == b"b" * 2000, "the bytes of the new one")
+        wait_until(lambda: bytes(received.data[new]) == b"b" * 2000, "the bytes of the new one")
         assert bytes(received.data[old]) == b"a" * 3000
         assert pub.stats.last_error == "test: the queue is too long"
     finally:

@@ -22,11 +22,11 @@ from flumph.agent.pipeline import Pipeline, SourceFactory
 from flumph.agent.sources import SyntheticSource
 from flumph.media.ebml import split_documents
 from flumph.settings import StreamSettings
-from tests.conftest import Ingest
+from tests.conftest import Ingest, wait_until
 from tests.peers import decode_fmp4, watch
 from tests.rtsp import RtspServer
 from tests.test_agent_control import DEV, Agent, T, Watch, pub, start_agent, start_broker
-from tests.test_agent_stream import listen, make_pipeline, wait_for
+from tests.test_agent_stream import listen, make_pipeline
 
 SOURCE_SIZE = (480, 272)  # not the agent's default 640x360: what arrives must be the source's
 
@@ -139,13 +139,13 @@ def test_rtsp_server_restarting_mid_stream_is_survived(
         pipeline.start()
         ingest.wait_stream("cam-1", frames=15)
         server.stop()  # the camera's server goes away mid-stream
-        wait_for(lambda: pipeline.state == "restarting", what="the watchdog noticing")
+        wait_until(lambda: pipeline.state == "restarting", what="the watchdog noticing")
         assert pipeline.streaming  # still on: it is restarting, not stopped
         time.sleep(1.5)  # a few failed attempts (connection refused) while it is down
         server.start()
         sent = pipeline.stats.frames_sent
-        wait_for(lambda: pipeline.stats.frames_sent > sent + 15, what="frames after the restart")
-        wait_for(lambda: faults[-1] is None, what="the fault cleared")
+        wait_until(lambda: pipeline.stats.frames_sent > sent + 15, what="frames after the restart")
+        wait_until(lambda: faults[-1] is None, what="the fault cleared")
         before = frames_at_ingest(ingest)
         got = view(ingest, seconds=3.0)
         assert frames_at_ingest(ingest) > before
@@ -171,7 +171,7 @@ def test_on_demand_stop_closes_the_rtsp_session_and_start_opens_a_new_one(
         assert server.count("client-connected") == 0  # idle: nobody pulls from the camera
         pipeline.apply(pipeline.settings.model_copy(update={"streaming": True}))
         server.wait_event("client-connected")
-        wait_for(lambda: pipeline.stats.frames_sent >= 10, what="frames")
+        wait_until(lambda: pipeline.stats.frames_sent >= 10, what="frames")
         mark = server.mark()
         pipeline.apply(pipeline.settings.model_copy(update={"streaming": False}))
         server.wait_event("client-closed", since=mark, timeout=3.0)
@@ -195,12 +195,12 @@ def test_auto_forwards_a_matching_source_and_transcodes_when_a_setting_asks_othe
     )
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 20, what="forwarded frames")
+        wait_until(lambda: pipeline.stats.frames_sent >= 20, what="forwarded frames")
         forwarded = pipeline.encoder_name, pipeline.encoder_reason
         smaller = pipeline.settings.model_copy(update={"width": 320, "height": 180})
         pipeline.apply(smaller)
         sent = pipeline.stats.frames_sent
-        wait_for(lambda: pipeline.stats.frames_sent >= sent + 20, what="transcoded frames")
+        wait_until(lambda: pipeline.stats.frames_sent >= sent + 20, what="transcoded frames")
         transcoded = pipeline.encoder_name, pipeline.encoder_reason
     finally:
         pipeline.stop()
@@ -234,9 +234,9 @@ def test_auto_transcodes_once_the_source_is_measured_above_the_bitrate_setting(
     try:
         pipeline.start()
         assert pipeline.encoder_name == "copy"
-        wait_for(lambda: pipeline.encoder_name not in ("copy", None), 30, "the switch")
+        wait_until(lambda: pipeline.encoder_name not in ("copy", None), "the switch", timeout=30)
         sent = pipeline.stats.frames_sent
-        wait_for(lambda: pipeline.stats.frames_sent > sent + 10, what="transcoded frames")
+        wait_until(lambda: pipeline.stats.frames_sent > sent + 10, what="transcoded frames")
         reason = pipeline.encoder_reason
     finally:
         pipeline.stop()
@@ -253,7 +253,7 @@ def test_snapshots_keyframes_and_encoder_settings_while_forwarding(
     pipeline = copy_pipeline(srt.port, tmp_path, server.url)
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 5, what="frames")
+        wait_until(lambda: pipeline.stats.frames_sent >= 5, what="frames")
         frame = pipeline.snapshot_frame()  # the newest keyframe, decoded now
         assert (frame.width, frame.height) == SOURCE_SIZE
         with pytest.raises(ValueError, match="decides the keyframes"):
@@ -339,10 +339,10 @@ def test_a_dead_capture_thread_is_reported_and_the_pipeline_restarted(tmp_path: 
     pipeline, faults = watched_pipeline(srt.port, tmp_path, FailingOnce, "av1")
     try:
         pipeline.start()
-        wait_for(lambda: bool(faults), what="the death reported")
-        wait_for(lambda: None in faults, what="frames again after the restart")
+        wait_until(lambda: bool(faults), what="the death reported")
+        wait_until(lambda: None in faults, what="frames again after the restart")
         sent = pipeline.stats.frames_sent
-        wait_for(lambda: pipeline.stats.frames_sent > sent + 10, what="streaming on")
+        wait_until(lambda: pipeline.stats.frames_sent > sent + 10, what="streaming on")
     finally:
         pipeline.stop()
         srt.stop()
@@ -374,7 +374,7 @@ def test_a_dead_encode_thread_is_reported_and_the_pipeline_restarted(
     pipeline, faults = watched_pipeline(srt.port, tmp_path, "synthetic", "hevc")
     try:
         pipeline.start()
-        wait_for(lambda: None in faults, what="the restart and new frames")
+        wait_until(lambda: None in faults, what="the restart and new frames")
     finally:
         pipeline.stop()
         srt.stop()

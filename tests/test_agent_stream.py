@@ -29,7 +29,7 @@ from flumph.agent.usage import FILE_NAME, UsageStore
 from flumph.media.ebml import split_documents
 from flumph.settings import StreamSettings
 from flumph.srt import Accept, SrtOptions, SrtServer, SrtSocket
-from tests.conftest import Ingest
+from tests.conftest import Ingest, wait_until
 from tests.peers import Received, decode_fmp4, watch
 
 SMALL = {"width": 320, "height": 180, "fps": 15, "bitrate_kbps": 200}
@@ -73,15 +73,6 @@ def listen(port: int = 0) -> tuple[SrtServer, Collector]:
     server = SrtServer("127.0.0.1", port, SrtOptions(), collector)
     server.start()
     return server, collector
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -131,7 +122,7 @@ def test_stream_decodes_with_codec_size_count_and_keyframe_interval(
     pipeline = make_pipeline(server.port, tmp_path, codec=codec, keyint_s=1.0)
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 45, what="45 frames sent")
+        wait_until(lambda: pipeline.stats.frames_sent >= 45, what="45 frames sent")
     finally:
         pipeline.stop()
         server.stop()
@@ -165,15 +156,15 @@ def test_live_setting_change_starts_a_new_document_that_decodes(tmp_path: Path) 
     pipeline = make_pipeline(server.port, tmp_path, codec="av1", keyint_s=2.0)
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 15, what="first part")
+        wait_until(lambda: pipeline.stats.frames_sent >= 15, what="first part")
         before = pipeline.stats.frames_sent
         pipeline.apply(pipeline.settings.model_copy(update={"codec": "hevc", "width": 256,
                                                              "height": 144}))  # fmt: skip
-        wait_for(lambda: pipeline.stats.frames_sent >= before + 15, what="second part")
+        wait_until(lambda: pipeline.stats.frames_sent >= before + 15, what="second part")
         before = pipeline.stats.frames_sent
         # A latency change reconnects (SRT latency is fixed at the handshake).
         pipeline.apply(pipeline.settings.model_copy(update={"srt_latency_ms": 200}))
-        wait_for(lambda: pipeline.stats.frames_sent >= before + 10, what="third part")
+        wait_until(lambda: pipeline.stats.frames_sent >= before + 10, what="third part")
     finally:
         pipeline.stop()
         server.stop()
@@ -199,14 +190,14 @@ def test_a_setting_no_encoder_accepts_changes_nothing(tmp_path: Path) -> None:
     pipeline.selector = EncoderSelector(available={"libsvtav1"})
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 5, what="frames sent")
+        wait_until(lambda: pipeline.stats.frames_sent >= 5, what="frames sent")
         with pytest.raises(EncoderError, match="libx264: not in this FFmpeg build"):
             pipeline.apply(pipeline.settings.model_copy(update={"codec": "h264"}))
         with pytest.raises(ValidationError, match="width"):
             pipeline.apply(pipeline.settings.model_copy(update={"width": 321}))
         assert pipeline.settings.codec == "av1" and pipeline.settings.width == 320
         sent = pipeline.stats.frames_sent
-        wait_for(lambda: pipeline.stats.frames_sent >= sent + 5, what="streaming goes on")
+        wait_until(lambda: pipeline.stats.frames_sent >= sent + 5, what="streaming goes on")
     finally:
         pipeline.stop()
         server.stop()
@@ -220,13 +211,13 @@ def test_reconnects_after_the_listener_restarts_and_loses_only_the_outage(
     pipeline = make_pipeline(port, tmp_path, codec="av1", fps=15)
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 20, what="frames before the outage")
+        wait_until(lambda: pipeline.stats.frames_sent >= 20, what="frames before the outage")
         server.stop()
         down_at = time.monotonic()
         time.sleep(1.0)
         server, second = listen(port)
         outage = time.monotonic() - down_at
-        wait_for(lambda: second.connections and len(second.connections[0].data) > 20_000,
+        wait_until(lambda: second.connections and len(second.connections[0].data) > 20_000,
                  what="data after the restart")  # fmt: skip
     finally:
         pipeline.stop()
@@ -248,7 +239,7 @@ def test_usage_counts_both_directions_and_survives_a_restart(tmp_path: Path) -> 
     try:
         pipeline = make_pipeline(server.port, tmp_path, codec="av1")
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 20, what="frames sent")
+        wait_until(lambda: pipeline.stats.frames_sent >= 20, what="frames sent")
         pipeline.stop()
         saved = json.loads((tmp_path / FILE_NAME).read_text())
         month = saved["months"][-1]
@@ -260,7 +251,7 @@ def test_usage_counts_both_directions_and_survives_a_restart(tmp_path: Path) -> 
         again = make_pipeline(server.port, tmp_path, codec="av1")
         assert again.usage.current().wire_bytes_sent == month["wire_bytes_sent"]
         again.start()
-        wait_for(lambda: again.stats.frames_sent >= 10, what="frames after the restart")
+        wait_until(lambda: again.stats.frames_sent >= 10, what="frames after the restart")
         again.stop()
         assert UsageStore(tmp_path).current().wire_bytes_sent > month["wire_bytes_sent"]
     finally:
@@ -295,7 +286,9 @@ def test_flumph_agent_command_streams_to_srt_live_transmit(tmp_path: Path) -> No
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        wait_for(lambda: out.exists() and out.stat().st_size > 30_000, what="bytes at the receiver")
+        wait_until(
+            lambda: out.exists() and out.stat().st_size > 30_000, what="bytes at the receiver"
+        )
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=20)
         assert agent.returncode == 0, err.decode()
@@ -329,7 +322,7 @@ def test_file_and_opencv_sources_stream_at_the_requested_size(kind: str, tmp_pat
     pipeline = make_pipeline(server.port, tmp_path, spec, codec="av1", fps=10)
     try:
         pipeline.start()
-        wait_for(lambda: pipeline.stats.frames_sent >= 12, what="frames from the file")
+        wait_until(lambda: pipeline.stats.frames_sent >= 12, what="frames from the file")
     finally:
         pipeline.stop()
         server.stop()
