@@ -66,12 +66,18 @@ def run(est: LinkEstimator, link: NoDropLink, rate: float, seconds: float) -> li
     return verdicts
 
 
-def cut_once() -> tuple[LinkEstimator, NoDropLink, int]:
-    """300 kbit/s on a 600 kbit/s link that drops to 120: the estimator's first cut."""
+def narrowed_to(capacity: float) -> tuple[LinkEstimator, NoDropLink]:
+    """300 kbit/s for 5 s on a 600 kbit/s link, which then carries ``capacity``."""
     est = LinkEstimator(300)
     link = NoDropLink(capacity=600)
     run(est, link, 300, 5)
-    link.capacity = 120
+    link.capacity = capacity
+    return est, link
+
+
+def cut_once() -> tuple[LinkEstimator, NoDropLink, int]:
+    """300 kbit/s on a 600 kbit/s link that drops to 120: the estimator's first cut."""
+    est, link = narrowed_to(120)
     rate = 300.0
     while est.ceiling_kbps is None:
         rate = float(est.update(link.poll(rate), rate).ceiling_kbps or 300)
@@ -79,10 +85,7 @@ def cut_once() -> tuple[LinkEstimator, NoDropLink, int]:
 
 
 def test_a_queue_that_only_grows_is_cut_until_it_drains() -> None:
-    est = LinkEstimator(300)
-    link = NoDropLink(capacity=600)
-    run(est, link, 300, 5)
-    link.capacity = 120
+    est, link = narrowed_to(120)
     rate = 300.0
     lowest = 300.0
     for _ in range(round(20 / POLL_S)):
@@ -119,10 +122,7 @@ def test_a_span_that_keeps_growing_while_acks_advance_cuts_again() -> None:
 
 
 def test_a_queue_past_the_bound_resets_the_connection_and_not_on_every_poll() -> None:
-    est = LinkEstimator(300)
-    link = NoDropLink(capacity=600)
-    run(est, link, 300, 5)
-    link.capacity = 30  # far under anything the cuts reach in time
+    est, link = narrowed_to(30)  # far under anything the cuts reach in time
     verdicts = run(est, link, 300, 4)
     resets = [v for v in verdicts if v.reset]
     assert len(resets) == 1 and "connection reset" in resets[0].reason
@@ -136,10 +136,7 @@ def test_a_queue_past_the_bound_resets_the_connection_and_not_on_every_poll() ->
 
 
 def test_a_drained_send_buffer_ends_the_episode_before_the_average_does() -> None:
-    est = LinkEstimator(300)
-    link = NoDropLink(capacity=600)
-    run(est, link, 300, 5)
-    link.capacity = 120
+    est, link = narrowed_to(120)
     run(est, link, 300, 1.5)
     assert est.in_episode
     # The link is back; libsrt's average still reads a 1.5 s queue, the buffer holds one packet.
@@ -157,10 +154,7 @@ def test_a_drained_send_buffer_ends_the_episode_before_the_average_does() -> Non
 
 def test_one_episode_cuts_to_a_quarter_at_most_and_a_new_connection_may_go_further() -> None:
     # A span that keeps growing (a lost packet's wait, retransmissions) under any rate.
-    est = LinkEstimator(300)
-    link = NoDropLink(capacity=600)
-    run(est, link, 300, 5)
-    link.capacity = 5
+    est, link = narrowed_to(5)
     rate = 300.0
     for _ in range(round(15 / POLL_S)):
         sample = replace(link.poll(rate), send_buffer_ms=min(2900.0, 40 + 150 * link.t))
