@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import time
 
-from flumph.srt.library import _SRT_ETIMEOUT, _EpollEvent, _error, _last_error, _lib
+from flumph.srt.library import _SRT_ETIMEOUT, _EpollEvent, _error, _lib
 
 _SRT_EPOLL_IN = 0x1
 _SRT_EPOLL_ERR = 0x8
@@ -80,8 +80,10 @@ class EpollSets:
         timeout = max_ms
         if self.lazy:
             timeout = min(timeout, max(0, round((self._next_lazy_at - time.monotonic()) * 1000)))
-        ready = int(_lib().srt_epoll_uwait(self._eager, events, len(events), timeout))
-        if ready < 0 and _last_error()[0] == _SRT_ETIMEOUT:
+        lib = _lib()
+        ready = int(lib.srt_epoll_uwait(self._eager, events, len(events), timeout))
+        # The code alone: a timeout is the usual outcome (libsrt's message costs two more calls).
+        if ready < 0 and int(lib.srt_getlasterror(None)) == _SRT_ETIMEOUT:
             return 0
         return ready
 
